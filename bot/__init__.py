@@ -1,0 +1,1 @@
+"""The engine: app factory, config, gateway, conversation engine, store, CLI. Knows no flow."""

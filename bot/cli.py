@@ -1,0 +1,214 @@
+"""The ``linli`` command: serve, chat, db upgrade, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from bot.app import build_engine, create_app
+from bot.clock import Clock
+from bot.config import Config, ConfigError, load_config
+from bot.db import SchemaOutdated, close_db, ensure_schema, init_db, upgrade
+from bot.engine import Inbound
+from bot.logs import setup_logging
+from bot.store import open_store
+
+HELP = """\
+Linli (邻里): the community's WeChat chatbot and mini-program backend.
+
+With no configuration it runs on a SQLite file (linli.sqlite3) and an in-process store.
+Configuration: --config PATH, else $LINLI_CONFIG, else ./config.toml when present; every key
+can be overridden by LINLI_SECTION_KEY (see config.example.toml).
+"""
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="TOML configuration file (default: $LINLI_CONFIG or ./config.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linli", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_arg(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP service (WeChat gateway, /healthz)",
+                           description="Run the HTTP service: the WeChat push endpoint and "
+                           "/healthz. Several workers need Redis and PostgreSQL.")
+    _config_arg(serve)
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--workers", type=int, help="override server.workers")
+
+    chat = sub.add_parser(
+        "chat", help="talk to the bot in the terminal as one resident",
+        description="Play one resident against the same engine WeChat uses. One message per "
+        "line; works from a pipe too. Besides text: /photo, /location LAT LON [LABEL], "
+        "/voice TEXT, /click KEY, /subscribe [SCENE], /unsubscribe, /quit.")
+    _config_arg(chat)
+    chat.add_argument("--as", dest="openid", default="terminal-resident", metavar="OPENID",
+                      help="the openid to speak as (demo staff: demo-grid-1, demo-staff)")
+
+    db = sub.add_parser("db", help="database commands", description="Database commands.")
+    _config_arg(db)
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    up = db_sub.add_parser("upgrade", help="apply the checked-in migrations",
+                           description="Apply the checked-in migrations the database lacks.")
+    _config_arg(up)
+
+    demo = sub.add_parser("demo", help="load a demo sub-district to try every flow",
+                          description="Load a demo sub-district: two communities, grids, "
+                          "buildings, a canteen, staff and volunteers. Safe to run twice.")
+    _config_arg(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(getattr(args, "config", None))
+        if args.command == "serve":
+            overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                           ("workers", args.workers)) if v is not None}
+            if overrides:
+                from bot.config import validate_config
+
+                config = config.replace(server=overrides)
+                validate_config(config)
+    except ConfigError as exc:
+        print(f"linli: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level, config.logging.json)
+    try:
+        if args.command == "serve":
+            return serve(config)
+        if args.command == "chat":
+            return asyncio.run(chat(config, args.openid))
+        if args.command == "db":
+            names = asyncio.run(upgrade(config.database))
+            print("applied: " + ", ".join(names) if names else "the database is up to date")
+            return 0
+        if args.command == "demo":
+            return asyncio.run(demo(config))
+    except SchemaOutdated as exc:
+        print(f"linli: {exc}", file=sys.stderr)
+        return 2
+    return 2  # pragma: no cover - argparse requires a command
+
+
+def _run_worker(config: Config) -> None:
+    setup_logging(config.logging.level, config.logging.json)
+    web.run_app(create_app(config), host=config.server.host, port=config.server.port,
+                reuse_port=config.server.workers > 1, print=None)
+
+
+def serve(config: Config) -> int:
+    asyncio.run(ensure_schema(config.database))
+    print(f"linli serving on http://{config.server.host}:{config.server.port} "
+          f"({config.server.workers} worker(s)); WeChat path {config.server.wechat_path}",
+          flush=True)
+    if config.server.workers == 1:
+        _run_worker(config)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_run_worker, args=(config,), daemon=True)
+               for _ in range(config.server.workers)]
+    for w in workers:
+        w.start()
+
+    def stop(_signum: int, _frame: object) -> None:
+        for w in workers:
+            w.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for w in workers:
+        w.join()
+    return 0
+
+
+def _parse_line(openid: str, line: str) -> Inbound | None:
+    """A typed line as an Inbound; slash commands stand for what a phone would send."""
+    if not line.startswith("/"):
+        return Inbound(openid, "text", text=line, channel="chat")
+    cmd, _, rest = line.partition(" ")
+    if cmd == "/photo":
+        return Inbound(openid, "image", media_id="terminal-photo", channel="chat")
+    if cmd == "/voice":
+        return Inbound(openid, "voice", text=rest, channel="chat")
+    if cmd == "/location":
+        parts = rest.split(maxsplit=2)
+        try:
+            lat, lon = float(parts[0]), float(parts[1])
+        except (IndexError, ValueError):
+            print("用法：/location 纬度 经度 [地点名]")
+            return None
+        return Inbound(openid, "location", latitude=lat, longitude=lon,
+                       label=parts[2] if len(parts) > 2 else "", channel="chat")
+    if cmd == "/click":
+        return Inbound(openid, "event", event="click", event_key=rest.strip(), channel="chat")
+    if cmd == "/subscribe":
+        return Inbound(openid, "event", event="subscribe", event_key=rest.strip(), channel="chat")
+    if cmd == "/unsubscribe":
+        return Inbound(openid, "event", event="unsubscribe", channel="chat")
+    return Inbound(openid, "text", text=line, channel="chat")
+
+
+async def chat(config: Config, openid: str) -> int:
+    await ensure_schema(config.database)
+    await init_db(config.database)
+    store = open_store(config.redis)
+    engine = build_engine(config, store, Clock())
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("邻里 终端对话。输入“菜单”开始，/quit 退出。")
+    try:
+        while True:
+            if interactive:
+                print("你> ", end="", flush=True)
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            msg = _parse_line(openid, line)
+            if msg is None:
+                continue
+            reply = await engine.handle(msg)
+            if reply.text:
+                print("邻里> " + reply.text.replace("\n", "\n      "), flush=True)
+    finally:
+        await store.aclose()
+        await close_db()
+    return 0
+
+
+async def demo(config: Config) -> int:
+    from models.demo import load_demo
+
+    await ensure_schema(config.database)
+    await init_db(config.database)
+    try:
+        created = await load_demo(Clock().now())
+    finally:
+        await close_db()
+    if created:
+        print("已载入演示数据：太平区示范街道（米家社区、新邱社区）。\n"
+              "试试：linli chat   （居民）\n      linli chat --as demo-grid-1   （网格员）")
+    else:
+        print("演示数据已经存在，未重复载入。")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Deployment configuration: a TOML file, overridden key by key by LINLI_SECTION_KEY variables.
+
+Only deployment settings live here. Per-community rules (deadlines, prices, rates, schedules)
+are database rows; they never become a second configuration language in TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(Exception):
+    """A configuration key is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    wechat_path: str = "/wechat"
+
+
+@dataclass(frozen=True)
+class WechatConfig:
+    appid: str = ""
+    token: str = ""
+    encoding_aes_key: str = ""
+    previous_encoding_aes_key: str = ""
+    api_base_url: str = "https://api.weixin.qq.com"
+
+
+@dataclass(frozen=True)
+class MiniprogramConfig:
+    appid: str = ""
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite://linli.sqlite3"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class CommunityConfig:
+    timezone: str = "Asia/Shanghai"
+    # Dates the State Council announces after the holiday library was released.
+    extra_holidays: tuple[date, ...] = ()
+    extra_workdays: tuple[date, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    idle_minutes: int = 30
+    prompt_days: int = 7
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    wechat: WechatConfig = field(default_factory=WechatConfig)
+    miniprogram: MiniprogramConfig = field(default_factory=MiniprogramConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    community: CommunityConfig = field(default_factory=CommunityConfig)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def embedded_store(self) -> bool:
+        return not self.redis.url
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some keys changed, e.g. ``cfg.replace(redis={"url": ""})`` (for tests)."""
+        changed = {}
+        for name, values in sections.items():
+            changed[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **changed)
+
+
+def _convert(key: str, hint: Any, value: Any) -> Any:
+    """Turn a TOML or environment value into the declared type, or raise ConfigError."""
+    from_env = isinstance(value, str)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if from_env and value.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and value.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if hint == tuple[date, ...]:
+            items = value.split(",") if from_env else value
+            if not isinstance(items, list | tuple):
+                raise ValueError("expected a list of dates")
+            out = []
+            for item in items:
+                if isinstance(item, date):
+                    out.append(item)
+                elif str(item).strip():
+                    out.append(date.fromisoformat(str(item).strip()))
+            return tuple(out)
+    except ValueError as exc:
+        raise ConfigError(f"config key {key}: invalid value {value!r} ({exc})") from None
+    raise ConfigError(f"config key {key}: unsupported type")  # pragma: no cover
+
+
+def validate_config(cfg: Config) -> None:
+    if not 1 <= cfg.server.port <= 65535:
+        raise ConfigError(f"config key server.port: {cfg.server.port} is not a TCP port")
+    if cfg.server.workers < 1:
+        raise ConfigError("config key server.workers: must be at least 1")
+    if not cfg.server.wechat_path.startswith("/"):
+        raise ConfigError("config key server.wechat_path: must start with /")
+    try:
+        zoneinfo.ZoneInfo(cfg.community.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"config key community.timezone: unknown time zone {cfg.community.timezone!r}"
+        ) from None
+    for name in ("encoding_aes_key", "previous_encoding_aes_key"):
+        key = getattr(cfg.wechat, name)
+        if key and len(key) != 43:
+            raise ConfigError(f"config key wechat.{name}: an EncodingAESKey has 43 characters")
+    if cfg.wechat.encoding_aes_key and not cfg.wechat.appid:
+        raise ConfigError("config key wechat.appid: required when wechat.encoding_aes_key is set")
+    url = cfg.database.url
+    if not url.startswith(("sqlite://", "postgres://", "postgresql://", "psql://")):
+        raise ConfigError(
+            f"config key database.url: {url!r} is neither sqlite:// nor postgres://"
+        )
+    if cfg.redis.url and not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"config key redis.url: {cfg.redis.url!r} is not a redis:// URL")
+    if cfg.embedded_store and cfg.server.workers > 1:
+        raise ConfigError(
+            "config key server.workers: several workers need a shared store; "
+            "set redis.url (and a PostgreSQL database.url) or use workers = 1"
+        )
+    if cfg.conversation.idle_minutes < 1:
+        raise ConfigError("config key conversation.idle_minutes: must be at least 1")
+    if cfg.conversation.prompt_days < 1:
+        raise ConfigError("config key conversation.prompt_days: must be at least 1")
+    if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("config key logging.level: one of DEBUG, INFO, WARNING, ERROR")
+
+
+def build_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Build and validate a Config from parsed TOML and an environment mapping."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise ConfigError(f"config section {sorted(unknown)[0]}: unknown section")
+    sections: dict[str, Any] = {}
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory()  # type: ignore[misc]
+        raw = data.get(section.name, {})
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"config section {section.name}: expected a table")
+        hints = get_type_hints(type(cls))
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in names:
+                raise ConfigError(f"config key {section.name}.{key}: unknown key")
+        values = {}
+        for name in names:
+            dotted = f"{section.name}.{name}"
+            env_name = f"LINLI_{section.name}_{name}".upper()
+            if env_name in env:
+                values[name] = _convert(dotted, hints[name], env[env_name])
+            elif name in raw:
+                values[name] = _convert(dotted, hints[name], raw[name])
+        sections[section.name] = type(cls)(**values)
+    cfg = Config(**sections)
+    validate_config(cfg)
+    return cfg
+
+
+def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """--config wins, then LINLI_CONFIG, then ./config.toml when present, else none."""
+    if explicit:
+        return Path(explicit)
+    if env.get("LINLI_CONFIG"):
+        return Path(env["LINLI_CONFIG"])
+    default = Path("config.toml")
+    return default if default.exists() else None
+
+
+def load_config(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    return build_config(data, env)

@@ -1,0 +1,565 @@
+"""The conversation engine: declared flows, per-resident state under a lock, shared fallbacks.
+
+A flow is a set of named states with one step function each. A step receives the validated
+answer to the question of its state and returns what happens next: ask the next question
+(``Ask``), finish (``Done``), or hand over to another flow (``Goto``). The engine validates
+answers against the question's kind, so steps only see well-formed input, and keeps a history
+so that 返回 re-asks the previous question.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.store import key
+from models.conversation import PendingPrompt, close_prompt, create_prompt, open_prompts
+from models.errors import UserFacingError
+from models.residents import (
+    Resident,
+    StaffRole,
+    WechatAccount,
+    get_or_create_account,
+    pending_request_of,
+)
+
+log = logging.getLogger(__name__)
+
+REPLY_MAX_CHARS = 300
+TEXT_MAX_CHARS = 500  # any free text longer than this is refused before a step sees it
+
+CANCEL_WORDS = frozenset({"取消", "退出", "cancel", "quit", "q"})
+MENU_WORDS = frozenset({"帮助", "菜单", "help", "menu", "?", "？"})
+BACK_WORDS = frozenset({"返回", "上一步", "back"})
+YES_WORDS = frozenset({"是", "是的", "确认", "确定", "好", "好的", "对", "同意", "可以", "y", "yes", "1"})
+NO_WORDS = frozenset({"否", "不", "不是", "不对", "不同意", "不要", "n", "no", "2"})
+SKIP_WORDS = frozenset({"跳过", "没有", "无", "skip"})
+
+_FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+_CN_NUMBERS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
+               "十": 10}
+
+
+# ---------------------------------------------------------------------------- inbound
+
+
+@dataclass
+class Inbound:
+    """One message from a resident, whatever the channel."""
+
+    openid: str
+    kind: str  # text | image | voice | location | link | video | event | other
+    text: str = ""  # text content, or WeChat's speech recognition of a voice message
+    channel: str = "oa"
+    media_id: str = ""
+    pic_url: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    label: str = ""
+    url: str = ""
+    title: str = ""
+    event: str = ""  # subscribe | unsubscribe | scan | click | view | ...
+    event_key: str = ""
+
+    @property
+    def has_text(self) -> bool:
+        return self.kind in ("text", "voice") and bool(self.text.strip())
+
+
+# ---------------------------------------------------------------------------- questions
+
+
+@dataclass
+class Question:
+    """What a step asks; its kind decides how the engine validates the answer."""
+
+    text: str
+    kind: str = "text"  # choice | text | photo | location | confirm
+    options: list[str] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)  # what each option stands for
+    min_len: int = 1
+    max_len: int = 100
+    optional: bool = False  # photo/location: 跳过 allowed
+
+    def render(self) -> str:
+        lines = [self.text]
+        if self.kind == "choice":
+            lines += [f"{i}. {label}" for i, label in enumerate(self.options, 1)]
+            lines.append("请回复序号。")
+        elif self.kind == "confirm":
+            lines.append("请回复“是”或“否”。")
+        elif self.kind == "photo" and self.optional:
+            lines.append("没有照片请回复“跳过”。")
+        elif self.kind == "location" and self.optional:
+            lines.append("不发位置请回复“跳过”。")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Question:
+        return cls(**data)
+
+
+def choice(text: str, items: list[tuple[Any, str]]) -> Question:
+    """A numbered list; the step receives the value of the chosen item."""
+    return Question(text, "choice", [label for _, label in items], [value for value, _ in items])
+
+
+def confirm(text: str) -> Question:
+    return Question(text, "confirm")
+
+
+def free_text(text: str, *, min_len: int = 1, max_len: int = 100) -> Question:
+    return Question(text, "text", min_len=min_len, max_len=max_len)
+
+
+class InvalidAnswer(Exception):
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
+def _as_number(text: str) -> int | None:
+    t = text.strip().translate(_FULLWIDTH_DIGITS).rstrip(".。、")
+    if t.isdigit():
+        return int(t)
+    return _CN_NUMBERS.get(t)
+
+
+def validate(question: Question, msg: Inbound) -> Any:
+    """The answer's value for a step, or InvalidAnswer with a specific hint."""
+    text = msg.text.strip() if msg.has_text else ""
+    if question.kind == "choice":
+        if not text:
+            raise InvalidAnswer(f"请回复 1 到 {len(question.options)} 之间的序号。")
+        number = _as_number(text)
+        if number is not None and 1 <= number <= len(question.options):
+            return question.values[number - 1]
+        for label, value in zip(question.options, question.values, strict=True):
+            if text == label:
+                return value
+        raise InvalidAnswer(f"没有这个选项，请回复 1 到 {len(question.options)} 之间的序号。")
+    if question.kind == "confirm":
+        lowered = text.lower().rstrip("。.!！")
+        if lowered in YES_WORDS:
+            return True
+        if lowered in NO_WORDS:
+            return False
+        raise InvalidAnswer("请回复“是”或“否”。")
+    if question.kind == "text":
+        if not text:
+            raise InvalidAnswer("请用文字回复（也可以发语音）。")
+        if len(text) > question.max_len:
+            raise InvalidAnswer(f"内容太长了，最多 {question.max_len} 个字，请精简后再发。")
+        if len(text) < question.min_len:
+            raise InvalidAnswer(f"内容太短了，至少 {question.min_len} 个字。")
+        return text
+    if question.kind == "photo":
+        if msg.kind == "image":
+            return {"media_id": msg.media_id, "pic_url": msg.pic_url}
+        if question.optional and text in SKIP_WORDS:
+            return None
+        raise InvalidAnswer("请发送一张照片（点输入框旁的“+”，选“照片”或“拍摄”）。")
+    if question.kind == "location":
+        if msg.kind == "location":
+            return {"lat": msg.latitude, "lon": msg.longitude, "label": msg.label}
+        if question.optional and text in SKIP_WORDS:
+            return None
+        raise InvalidAnswer("请发送位置（点输入框旁的“+”，选“位置”）。")
+    raise InvalidAnswer("请按提示回复。")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- step results
+
+
+@dataclass
+class Ask:
+    state: str
+    question: Question
+    prefix: str = ""  # said before the question, e.g. "已记录。"
+
+
+@dataclass
+class Done:
+    text: str
+
+
+@dataclass
+class Goto:
+    flow: str
+    prefix: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+StepResult = Ask | Done | Goto
+StepFn = Callable[..., Awaitable[StepResult]]
+
+
+# ---------------------------------------------------------------------------- flows
+
+
+class Flow:
+    """A declared flow: an entry, named steps, and the words and menu keys that start it."""
+
+    def __init__(
+        self,
+        name: str,
+        title: str,
+        *,
+        keywords: tuple[str, ...] = (),
+        menu_keys: tuple[str, ...] = (),
+        needs_binding: bool = True,
+        staff_only: bool = False,
+    ) -> None:
+        self.name = name
+        self.title = title
+        self.keywords = keywords
+        self.menu_keys = menu_keys
+        self.needs_binding = needs_binding
+        self.staff_only = staff_only
+        self.entry_fn: StepFn | None = None
+        self.steps: dict[str, StepFn] = {}
+
+    def entry(self, fn: StepFn) -> StepFn:
+        self.entry_fn = fn
+        return fn
+
+    def step(self, state: str) -> Callable[[StepFn], StepFn]:
+        def register(fn: StepFn) -> StepFn:
+            if state in self.steps:
+                raise ValueError(f"{self.name}: step {state} declared twice")
+            self.steps[state] = fn
+            return fn
+
+        return register
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class Turn:
+    """What a step may ask for by parameter name."""
+
+    msg: Inbound
+    account: WechatAccount
+    resident: Resident | None
+    data: dict[str, Any]
+    now: datetime
+    tz: ZoneInfo
+    engine: Engine
+    answer: Any = None
+
+
+@dataclass
+class Reply:
+    text: str = ""
+
+
+class Engine:
+    def __init__(
+        self,
+        flows: list[Flow],
+        store: Redis,
+        clock: Clock,
+        config: Config,
+        *,
+        menu_flow: str = "menu",
+        binding_flow: str = "binding",
+        welcome: str = "",
+    ) -> None:
+        self.flows = {f.name: f for f in flows}
+        if len(self.flows) != len(flows):
+            raise ValueError("two flows share a name")
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.tz = ZoneInfo(config.community.timezone)
+        self.idle = timedelta(minutes=config.conversation.idle_minutes)
+        self.menu_flow = menu_flow
+        self.binding_flow = binding_flow
+        self.welcome = welcome
+        self._keywords = {kw: f for f in flows for kw in f.keywords}
+        self._menu_keys = {k: f for f in flows for k in f.menu_keys}
+        self._params: dict[StepFn, list[str]] = {}
+
+    # -- state in the store
+
+    def _state_key(self, openid: str) -> str:
+        return key("conv", openid)
+
+    async def _load(self, openid: str) -> dict[str, Any] | None:
+        raw = await self.store.get(self._state_key(openid))
+        return json.loads(raw) if raw else None
+
+    async def _save(self, openid: str, state: dict[str, Any]) -> None:
+        # The store keeps the state a while past the idle limit so the next message can be told
+        # that its conversation expired; the idle check itself uses the injectable clock.
+        ttl = int(max(self.idle * 4, timedelta(hours=24)).total_seconds())
+        await self.store.set(self._state_key(openid), json.dumps(state, ensure_ascii=False), ex=ttl)
+
+    async def _clear(self, openid: str) -> None:
+        await self.store.delete(self._state_key(openid))
+
+    async def state_of(self, openid: str) -> dict[str, Any] | None:
+        """The stored conversation state (for tests and diagnostics)."""
+        return await self._load(openid)
+
+    # -- entry point
+
+    async def handle(self, msg: Inbound) -> Reply:
+        """Handle one inbound message under the resident's lock and return the passive reply."""
+        lock = self.store.lock(key("lock", "conv", msg.openid), timeout=30, blocking_timeout=20)
+        async with lock:
+            text = await self._handle_locked(msg)
+        if len(text) > REPLY_MAX_CHARS:
+            log.warning("reply of %d characters exceeds %d", len(text), REPLY_MAX_CHARS)
+        return Reply(text)
+
+    async def _handle_locked(self, msg: Inbound) -> str:
+        now = self.clock.now()
+        account = await get_or_create_account(msg.openid, msg.channel, now)
+        if msg.kind == "event":
+            return await self._handle_event(msg, account, now)
+        if msg.kind == "voice" and not msg.text.strip():
+            return "抱歉，没有听清您的语音。请再说一遍，或者打字回复。"
+        if msg.has_text and len(msg.text) > TEXT_MAX_CHARS:
+            return f"消息太长了（最多 {TEXT_MAX_CHARS} 个字），请分几次简短地发送。"
+        resident = await self._resident(account)
+        state = await self._load(msg.openid)
+        expired_note = ""
+        if state is not None and now - datetime.fromisoformat(state["updated"]) > self.idle:
+            await self._clear(msg.openid)
+            title = self.flows[state["flow"]].title if state["flow"] in self.flows else ""
+            minutes = self.config.conversation.idle_minutes
+            expired_note = f"您超过{minutes}分钟没有回复，刚才的“{title}”已结束，需要请重新开始。\n"
+            state = None
+
+        word = msg.text.strip().lower() if msg.has_text else ""
+        turn = Turn(msg, account, resident, {}, now, self.tz, self)
+
+        if word in CANCEL_WORDS:
+            if state is None:
+                return expired_note + "当前没有进行中的事项。回复“菜单”查看可办理的服务。"
+            await self._clear(msg.openid)
+            return f"已取消“{self._title(state)}”。回复“菜单”查看可办理的服务。"
+        if word in MENU_WORDS:
+            return expired_note + await self._start(self.menu_flow, turn, cancelled=state)
+        if word in BACK_WORDS:
+            if state is None:
+                return expired_note + await self._start(self.menu_flow, turn)
+            return await self._back(msg.openid, state, now)
+
+        if state is not None:
+            return await self._answer(state, turn)
+
+        prompt_reply = await self._try_prompts(turn)
+        if prompt_reply is not None:
+            return expired_note + prompt_reply
+
+        flow = self._keywords.get(word) if word else None
+        if flow is not None:
+            return expired_note + await self._start(flow.name, turn)
+        if expired_note:
+            return expired_note + "回复“菜单”查看可办理的服务。"
+        if msg.kind in ("image", "video", "link", "location"):
+            return "已收到。如需办理事项，请回复“菜单”查看服务。"
+        if msg.kind == "other":
+            return "暂不支持这种消息。请发文字或语音，回复“菜单”查看服务。"
+        return await self._start(self.menu_flow, turn, prefix="您好！")
+
+    async def _resident(self, account: WechatAccount) -> Resident | None:
+        if account.resident_id is None:  # type: ignore[attr-defined]
+            return None
+        return await Resident.get_or_none(id=account.resident_id)  # type: ignore[attr-defined]
+
+    def _title(self, state: dict[str, Any]) -> str:
+        flow = self.flows.get(state["flow"])
+        return flow.title if flow else state["flow"]
+
+    async def _handle_event(self, msg: Inbound, account: WechatAccount, now: datetime) -> str:
+        event = msg.event
+        if event in ("subscribe", "subscribe_scan"):
+            account.subscribed = True
+            account.subscribed_at = now
+            if msg.event_key:
+                account.last_scene = msg.event_key[:64]
+            await account.save(update_fields=["subscribed", "subscribed_at", "last_scene"])
+            turn = Turn(msg, account, await self._resident(account), {}, now, self.tz, self)
+            return self.welcome + "\n" + await self._start(self.menu_flow, turn)
+        if event == "unsubscribe":
+            account.subscribed = False
+            account.unsubscribed_at = now
+            await account.save(update_fields=["subscribed", "unsubscribed_at"])
+            await self._clear(msg.openid)
+            return ""
+        if event == "click":
+            flow = self._menu_keys.get(msg.event_key)
+            if flow is None:
+                return "该功能暂未开放。回复“菜单”查看可办理的服务。"
+            state = await self._load(msg.openid)
+            turn = Turn(msg, account, await self._resident(account), {}, now, self.tz, self)
+            return await self._start(flow.name, turn, cancelled=state)
+        if event == "scan":
+            if msg.event_key:
+                account.last_scene = msg.event_key[:64]
+                await account.save(update_fields=["last_scene"])
+            return "欢迎回来！回复“菜单”查看可办理的服务。"
+        return ""  # view, location reports, template results...: nothing to say
+
+    # -- running steps
+
+    async def _start(
+        self, flow_name: str, turn: Turn, *, prefix: str = "", data: dict[str, Any] | None = None,
+        cancelled: dict[str, Any] | None = None,
+    ) -> str:
+        if cancelled is not None and cancelled["flow"] != flow_name:
+            await self._clear(turn.msg.openid)
+            prefix = f"已退出“{self._title(cancelled)}”。\n" + prefix
+        flow = self.flows.get(flow_name)
+        if flow is None or flow.entry_fn is None:
+            return prefix + "该服务即将开通，敬请期待。回复“菜单”查看其他服务。"
+        if flow.needs_binding and turn.resident is None:
+            if flow_name == self.binding_flow:  # pragma: no cover - binding never needs binding
+                raise RuntimeError("binding flow must not need binding")
+            if await pending_request_of(turn.account) is not None:
+                return prefix + "您的绑定申请正在等待网格员确认，确认后即可使用。回复“解绑”可撤回申请。"
+            return await self._start(
+                self.binding_flow, turn,
+                prefix=prefix + f"使用“{flow.title}”前，需要先绑定您的身份信息。\n",
+                data={"resume": flow_name},
+            )
+        if flow.staff_only and (
+            turn.resident is None or not await StaffRole.filter(resident_id=turn.resident.id).exists()
+        ):
+            return prefix + "该功能仅限社区工作人员使用。回复“菜单”查看可办理的服务。"
+        state = {"flow": flow_name, "state": "", "question": None, "history": [],
+                 "data": dict(data or {}), "updated": turn.now.isoformat()}
+        turn.data = state["data"]
+        result = await self._call(flow.entry_fn, turn)
+        return prefix + await self._apply(result, state, turn)
+
+    async def _answer(self, state: dict[str, Any], turn: Turn) -> str:
+        flow = self.flows.get(state["flow"])
+        if flow is None or state["state"] not in flow.steps:
+            await self._clear(turn.msg.openid)
+            return "刚才的事项已失效，请重新开始。回复“菜单”查看服务。"
+        question = Question.from_json(state["question"])
+        try:
+            turn.answer = validate(question, turn.msg)
+        except InvalidAnswer as exc:
+            return exc.hint + "\n" + question.render()
+        turn.data = state["data"]
+        result = await self._call(flow.steps[state["state"]], turn, question=question)
+        return await self._apply(result, state, turn)
+
+    async def _call(self, fn: StepFn, turn: Turn, question: Question | None = None) -> StepResult:
+        try:
+            return await fn(**self._inject(fn, turn))
+        except UserFacingError as exc:
+            if question is None:
+                return Done(exc.message)
+            return Ask("", question, prefix=exc.message + "\n")
+
+    def _inject(self, fn: StepFn, turn: Turn) -> dict[str, Any]:
+        names = self._params.get(fn)
+        if names is None:
+            names = list(inspect.signature(fn).parameters)
+            unknown = [n for n in names if not hasattr(turn, n)]
+            if unknown:
+                raise TypeError(f"{fn.__qualname__} asks for unknown parameters {unknown}")
+            self._params[fn] = names
+        return {n: getattr(turn, n) for n in names}
+
+    async def _apply(self, result: StepResult, state: dict[str, Any], turn: Turn) -> str:
+        openid = turn.msg.openid
+        if isinstance(result, Ask):
+            if not result.state:
+                result.state = state["state"]  # a UserFacingError: re-ask the same state
+            elif state["state"] and state["question"] and result.state != state["state"]:
+                state["history"].append([state["state"], state["question"]])
+            state["state"] = result.state
+            state["question"] = result.question.to_json()
+            state["data"] = turn.data
+            state["updated"] = turn.now.isoformat()
+            await self._save(openid, state)
+            return result.prefix + result.question.render()
+        await self._clear(openid)
+        if isinstance(result, Done):
+            return result.text
+        turn.account = await WechatAccount.get(id=turn.account.id)
+        turn.resident = await self._resident(turn.account)
+        return await self._start(result.flow, turn, prefix=result.prefix, data=result.data)
+
+    async def _back(self, openid: str, state: dict[str, Any], now: datetime) -> str:
+        question = Question.from_json(state["question"])
+        if not state["history"]:
+            return "已经是第一步了。\n" + question.render()
+        prev_state, prev_question = state["history"].pop()
+        state["state"] = prev_state
+        state["question"] = prev_question
+        state["updated"] = now.isoformat()
+        await self._save(openid, state)
+        return Question.from_json(prev_question).render()
+
+    # -- pending prompts
+
+    async def ask_later(
+        self, *, openid: str, flow: str, step: str, question: Question, data: dict[str, Any],
+        subject: str = "", days: int | None = None,
+    ) -> PendingPrompt:
+        """Store a question the service asks on its own; the answer may come days later."""
+        if flow not in self.flows or step not in self.flows[flow].steps:
+            raise ValueError(f"no step {flow}.{step}")
+        return await create_prompt(
+            openid=openid, flow=flow, step=step, question=question.to_json(), data=data,
+            now=self.clock.now(), days=days or self.config.conversation.prompt_days,
+            subject=subject,
+        )
+
+    async def _try_prompts(self, turn: Turn) -> str | None:
+        """Route the message to an open prompt it answers; show an undelivered prompt."""
+        prompts = await open_prompts(turn.msg.openid, turn.now)
+        if not prompts:
+            return None
+        delivered = [p for p in prompts if p.delivered_at is not None]
+        for prompt in reversed(delivered):  # the latest question asked gets the answer
+            question = Question.from_json(prompt.question)
+            try:
+                turn.answer = validate(question, turn.msg)
+            except InvalidAnswer:
+                continue
+            if not await close_prompt(prompt.id, "answered", turn.now):
+                return "这条消息已经处理过了。"
+            flow = self.flows[prompt.flow]
+            turn.data = dict(prompt.data)
+            state = {"flow": prompt.flow, "state": prompt.step, "question": prompt.question,
+                     "history": [], "data": turn.data, "updated": turn.now.isoformat()}
+            result = await self._call(flow.steps[prompt.step], turn)
+            return await self._apply(result, state, turn)
+        fresh = [p for p in prompts if p.delivered_at is None]
+        if not fresh:
+            return None
+        prompt = fresh[0]
+        prompt.delivered_at = turn.now
+        await prompt.save(update_fields=["delivered_at"])
+        more = f"\n（还有{len(fresh) - 1}条待回复）" if len(fresh) > 1 else ""
+        return "您有一条待回复的消息：\n" + Question.from_json(prompt.question).render() + more
+
+
+def squash(text: str) -> str:
+    """Collapse whitespace inside a resident's free text."""
+    return re.sub(r"\s+", " ", text).strip()

@@ -1,0 +1,68 @@
+"""Pending prompts: questions the service asked on its own, answerable for days."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class PendingPrompt(Model):
+    id = fields.IntField(primary_key=True)
+    openid = fields.CharField(max_length=64, db_index=True)
+    flow = fields.CharField(max_length=32)
+    step = fields.CharField(max_length=32)
+    question: dict[str, Any] = fields.JSONField()  # type: ignore[assignment]
+    data: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    # Lets the one who asked withdraw or replace it, e.g. ("link_request", 12).
+    subject = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    delivered_at = fields.DatetimeField(null=True)
+    closed_at = fields.DatetimeField(null=True)
+    closed_reason = fields.CharField(max_length=16, default="")  # answered | expired | withdrawn
+
+    class Meta:
+        table = "pending_prompt"
+
+
+async def open_prompts(openid: str, now: datetime) -> list[PendingPrompt]:
+    """Unanswered, unexpired prompts of this openid, oldest first."""
+    return (
+        await PendingPrompt.filter(openid=openid, closed_at=None, expires_at__gt=now)
+        .order_by("id")
+        .all()
+    )
+
+
+async def create_prompt(
+    *,
+    openid: str,
+    flow: str,
+    step: str,
+    question: dict[str, Any],
+    data: dict[str, Any],
+    now: datetime,
+    days: int,
+    subject: str = "",
+) -> PendingPrompt:
+    return await PendingPrompt.create(
+        openid=openid, flow=flow, step=step, question=question, data=data, subject=subject,
+        created_at=now, expires_at=now + timedelta(days=days),
+    )
+
+
+async def close_prompt(prompt_id: int, reason: str, now: datetime) -> bool:
+    """Close a prompt once; returns False when it was already closed (a retry or a race)."""
+    updated = await PendingPrompt.filter(id=prompt_id, closed_at=None).update(
+        closed_at=now, closed_reason=reason
+    )
+    return bool(updated)
+
+
+async def withdraw_prompts(subject: str, now: datetime) -> int:
+    return await PendingPrompt.filter(subject=subject, closed_at=None).update(
+        closed_at=now, closed_reason="withdrawn"
+    )

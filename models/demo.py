@@ -1,0 +1,75 @@
+"""A demo sub-district so a newcomer can try every flow. Later issues extend it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from models.places import Building, Canteen, Community, Grid, SubDistrict
+from models.residents import Resident, ResidentStatus, Role, StaffRole, WechatAccount
+
+SUB_DISTRICT = "太平区示范街道"
+
+# community → grid → buildings
+LAYOUT = {
+    "米家社区": {"第一网格": ["1号楼", "2号楼", "3号楼"], "第二网格": ["4号楼", "5号楼"]},
+    "新邱社区": {"东区网格": ["东1栋", "东2栋"], "西区网格": ["西1栋", "西2栋"]},
+}
+
+# (openid for `linli chat --as`, name, mobile, community, grid, building, unit, room, role)
+STAFF = [
+    ("demo-grid-1", "李网格", "13904180001", "米家社区", "第一网格", "1号楼", "1", "101",
+     Role.GRID_WORKER),
+    ("demo-grid-2", "赵网格", "13904180002", "米家社区", "第二网格", "4号楼", "1", "102",
+     Role.GRID_WORKER),
+    ("demo-staff", "周社工", "13904180003", "米家社区", None, "2号楼", "2", "201",
+     Role.COMMUNITY_STAFF),
+    ("demo-volunteer", "孙志愿", "13904180004", "米家社区", None, "3号楼", "1", "302",
+     Role.VOLUNTEER),
+]
+
+# Imported by staff, no WeChat yet: typing these details leads to the grid worker's check.
+RESIDENTS = [
+    ("王秀兰", "13904180011", "米家社区", "1号楼", "2", "301"),
+    ("张德福", "13904180012", "米家社区", "2号楼", "1", "502"),
+]
+
+
+async def load_demo(now: datetime) -> bool:
+    """Create the demo data once; returns False when it is already there."""
+    async with in_transaction():
+        if await SubDistrict.filter(name=SUB_DISTRICT).exists():
+            return False
+        sub = await SubDistrict.create(name=SUB_DISTRICT)
+        communities: dict[str, Community] = {}
+        grids: dict[tuple[str, str], Grid] = {}
+        buildings: dict[tuple[str, str], Building] = {}
+        for cname, layout in LAYOUT.items():
+            community = communities[cname] = await Community.create(name=cname, sub_district=sub)
+            for gname, bnames in layout.items():
+                grid = grids[(cname, gname)] = await Grid.create(name=gname, community=community)
+                for bname in bnames:
+                    buildings[(cname, bname)] = await Building.create(
+                        name=bname, community=community, grid=grid
+                    )
+        await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
+        for openid, name, mobile, cname, gname, bname, unit, room, role in STAFF:
+            person = await Resident.create(
+                name=name, mobile=mobile, community=communities[cname],
+                building=buildings[(cname, bname)], unit=unit, room=room,
+                status=ResidentStatus.VERIFIED, source="staff", created_at=now, verified_at=now,
+            )
+            await StaffRole.create(
+                resident=person, role=role, community=communities[cname],
+                grid=grids[(cname, gname)] if gname else None,
+            )
+            await WechatAccount.create(openid=openid, channel="chat", resident=person,
+                                       created_at=now, subscribed_at=now)
+        for name, mobile, cname, bname, unit, room in RESIDENTS:
+            await Resident.create(
+                name=name, mobile=mobile, community=communities[cname],
+                building=buildings[(cname, bname)], unit=unit, room=room,
+                status=ResidentStatus.VERIFIED, source="import", created_at=now, verified_at=now,
+            )
+        return True

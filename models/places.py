@@ -1,0 +1,65 @@
+"""Sub-district → community → grid → building."""
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class SubDistrict(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+
+    class Meta:
+        table = "sub_district"
+
+
+class Community(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    sub_district: fields.ForeignKeyRelation[SubDistrict] = fields.ForeignKeyField(
+        "linli.SubDistrict", related_name="communities", on_delete=fields.RESTRICT
+    )
+
+    class Meta:
+        table = "community"
+        unique_together = (("sub_district", "name"),)
+
+
+class Grid(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
+        "linli.Community", related_name="grids", on_delete=fields.RESTRICT
+    )
+
+    class Meta:
+        table = "grid"
+        unique_together = (("community", "name"),)
+
+
+class Building(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
+        "linli.Community", related_name="buildings", on_delete=fields.RESTRICT
+    )
+    grid: fields.ForeignKeyRelation[Grid] = fields.ForeignKeyField(
+        "linli.Grid", related_name="buildings", on_delete=fields.RESTRICT
+    )
+
+    class Meta:
+        table = "building"
+        unique_together = (("community", "name"),)
+        ordering = ["id"]
+
+
+class Canteen(Model):
+    """A community canteen (menus, capacity and prices come with the canteen issue)."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
+        "linli.Community", related_name="canteens", on_delete=fields.RESTRICT
+    )
+
+    class Meta:
+        table = "canteen"

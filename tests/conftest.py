@@ -1,0 +1,138 @@
+"""Test setup: the embedded defaults, or real Redis + PostgreSQL when the environment names them.
+
+LINLI_DATABASE_URL (postgres://...) and LINLI_REDIS_URL select the real servers, exactly as they
+override the service's own configuration. LINLI_TEST_NO_SKIP=1 turns any skipped test into a
+failure of the run (CI's Redis + PostgreSQL pass must skip nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from redis.asyncio import Redis
+from tortoise import Tortoise, connections
+
+from bot.app import create_app
+from bot.clock import FrozenClock
+from bot.config import Config, build_config
+from bot.db import close_db, init_db, upgrade
+from tests.wechat import AES_KEY, APPID, OLD_AES_KEY, TOKEN, WeChatPusher
+
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+REAL_DB = os.environ.get("LINLI_DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+REAL_REDIS = bool(os.environ.get("LINLI_REDIS_URL"))
+REAL_SERVERS = REAL_DB and REAL_REDIS
+NEEDS_SERVERS = "needs real Redis and PostgreSQL (set LINLI_REDIS_URL and LINLI_DATABASE_URL)"
+
+requires_servers = pytest.mark.skipif(not REAL_SERVERS, reason=NEEDS_SERVERS)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    db = "PostgreSQL" if REAL_DB else "SQLite file"
+    store = "Redis" if REAL_REDIS else "in-process store"
+    return f"linli backends: {db} + {store}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("LINLI_TEST_NO_SKIP") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        print(f"\nLINLI_TEST_NO_SKIP=1 but {skipped} test(s) were skipped: failing the run")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    env = {k: v for k, v in os.environ.items() if k.startswith("LINLI_")}
+    env.pop("LINLI_CONFIG", None)
+    if not REAL_DB:
+        env["LINLI_DATABASE_URL"] = f"sqlite://{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    cfg = build_config({}, env)
+    return cfg.replace(
+        wechat={"appid": APPID, "token": TOKEN, "encoding_aes_key": AES_KEY,
+                "previous_encoding_aes_key": OLD_AES_KEY},
+        logging={"json": False},
+    )
+
+
+@pytest.fixture(scope="session")
+def _schema(base_config: Config) -> Iterator[None]:
+    """Migrate a clean database once per session, through the checked-in migrations."""
+
+    async def prepare() -> None:
+        if REAL_DB:
+            await init_db(base_config.database)
+            conn = connections.get("default")
+            await conn.execute_script("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+            await close_db()
+        await upgrade(base_config.database)
+
+    asyncio.run(prepare())
+    yield
+
+
+async def _wipe(cfg: Config) -> None:
+    await init_db(cfg.database)
+    try:
+        conn = connections.get("default")
+        tables = [m._meta.db_table for m in Tortoise.apps.get_models_iterable()]  # type: ignore[union-attr]
+        if REAL_DB:
+            await conn.execute_script(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE;")
+        else:
+            await conn.execute_script(
+                "PRAGMA foreign_keys=OFF;" + "".join(f"DELETE FROM {t};" for t in tables)
+                + "PRAGMA foreign_keys=ON;"
+            )
+    finally:
+        await close_db()
+    if cfg.redis.url:
+        store = Redis.from_url(cfg.redis.url)
+        await store.flushdb()
+        await store.aclose()
+
+
+@pytest.fixture
+async def config(base_config: Config, _schema: None) -> AsyncIterator[Config]:
+    """A clean database and store for each test."""
+    await _wipe(base_config)
+    yield base_config
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 11, 27, 1, 0, tzinfo=UTC))  # 周五 09:00 in Shanghai
+
+
+@pytest.fixture
+async def client(aiohttp_client, config: Config, clock: FrozenClock):  # type: ignore[no-untyped-def]
+    app = create_app(config, clock=clock)
+    return await aiohttp_client(app)
+
+
+@pytest.fixture
+def wechat(client, clock: FrozenClock) -> WeChatPusher:  # type: ignore[no-untyped-def]
+    return WeChatPusher(client, clock)
+
+
+@pytest.fixture
+async def demo(client) -> None:  # type: ignore[no-untyped-def]
+    """The demo sub-district, loaded through the app's own database connection."""
+    from models.demo import load_demo
+
+    await load_demo(datetime(2026, 11, 1, tzinfo=UTC))
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
