@@ -366,13 +366,17 @@ class Engine:
         if state is not None:
             return await self._answer(state, turn)
 
-        prompt_reply = await self._try_prompts(turn)
-        if prompt_reply is not None:
-            return expired_note + prompt_reply
+        prompts = await open_prompts(msg.openid, now)
+        answered = await self._answer_prompt(prompts, turn)
+        if answered is not None:
+            return expired_note + answered
 
         flow = self._keywords.get(word) if word else None
         if flow is not None:
             return expired_note + await self._start(flow.name, turn)
+        shown = await self._show_prompt(prompts, now)
+        if shown is not None:
+            return expired_note + shown
         if expired_note:
             return expired_note + "回复“菜单”查看可办理的服务。"
         if msg.kind in ("image", "video", "link", "location"):
@@ -530,13 +534,9 @@ class Engine:
             subject=subject,
         )
 
-    async def _try_prompts(self, turn: Turn) -> str | None:
-        """Route the message to an open prompt it answers; show an undelivered prompt."""
-        prompts = await open_prompts(turn.msg.openid, turn.now)
-        if not prompts:
-            return None
-        delivered = [p for p in prompts if p.delivered_at is not None]
-        for prompt in reversed(delivered):  # the latest question asked gets the answer
+    async def _answer_prompt(self, prompts: list[PendingPrompt], turn: Turn) -> str | None:
+        """Route the message to the latest delivered prompt it is a valid answer to."""
+        for prompt in reversed([p for p in prompts if p.delivered_at is not None]):
             question = Question.from_json(prompt.question)
             try:
                 turn.answer = validate(question, turn.msg)
@@ -550,11 +550,15 @@ class Engine:
                      "history": [], "data": turn.data, "updated": turn.now.isoformat()}
             result = await self._call(flow.steps[prompt.step], turn)
             return await self._apply(result, state, turn)
+        return None
+
+    async def _show_prompt(self, prompts: list[PendingPrompt], now: datetime) -> str | None:
+        """Show the oldest prompt nobody has seen yet (until the outbox pushes them)."""
         fresh = [p for p in prompts if p.delivered_at is None]
         if not fresh:
             return None
         prompt = fresh[0]
-        prompt.delivered_at = turn.now
+        prompt.delivered_at = now
         await prompt.save(update_fields=["delivered_at"])
         more = f"\n（还有{len(fresh) - 1}条待回复）" if len(fresh) > 1 else ""
         return "您有一条待回复的消息：\n" + Question.from_json(prompt.question).render() + more

@@ -1,11 +1,10 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-
-from tortoise import fields, migrations
 from tortoise.fields.base import OnDelete
+from tortoise import fields
 from tortoise.indexes import Index
-from tortoise.migrations import operations as ops
-
 
 class Migration(migrations.Migration):
     initial = True
@@ -95,7 +94,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('verified_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'resident', 'app': 'linli', 'indexes': [Index(fields=['building', 'unit', 'room'])], 'pk_attr': 'id'},
+            options={'table': 'resident', 'app': 'linli', 'indexes': [Index(fields=['building_id', 'unit', 'room'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(

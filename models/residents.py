@@ -70,7 +70,7 @@ class Resident(Model):
 
     class Meta:
         table = "resident"
-        indexes = (("building", "unit", "room"),)
+        indexes = (("building_id", "unit", "room"),)
 
     def address(self) -> str:
         building = self.building.name if self.building else ""

@@ -85,7 +85,8 @@ class WeChatPusher:
             q["encrypt_type"] = "aes"
             q["msg_signature"] = sign(self.token, q["timestamp"], q["nonce"], encrypt)
             if mode == "aes":
-                body = f"<xml><ToUserName><![CDATA[{OFFICIAL}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+                body = (f"<xml><ToUserName><![CDATA[{OFFICIAL}]]></ToUserName>"
+                        f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
             else:  # compatible mode: plaintext fields and the ciphertext side by side
                 body = xml.replace("</xml>", f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
         resp = await self.client.post(self.path, params=q, data=body.encode())
