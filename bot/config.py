@@ -179,7 +179,7 @@ def build_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         raise ConfigError(f"config section {sorted(unknown)[0]}: unknown section")
     sections: dict[str, Any] = {}
     for section in dataclasses.fields(Config):
-        cls = section.default_factory()  # type: ignore[misc]
+        cls = section.default_factory()  # type: ignore[operator]
         raw = data.get(section.name, {})
         if not isinstance(raw, Mapping):
             raise ConfigError(f"config section {section.name}: expected a table")

@@ -450,9 +450,9 @@ class Engine:
             turn.resident is None or not await StaffRole.filter(resident_id=turn.resident.id).exists()
         ):
             return prefix + "该功能仅限社区工作人员使用。回复“菜单”查看可办理的服务。"
-        state = {"flow": flow_name, "state": "", "question": None, "history": [],
-                 "data": dict(data or {}), "updated": turn.now.isoformat()}
-        turn.data = state["data"]
+        turn.data = dict(data or {})
+        state: dict[str, Any] = {"flow": flow_name, "state": "", "question": None, "history": [],
+                                 "data": turn.data, "updated": turn.now.isoformat()}
         result = await self._call(flow.entry_fn, turn)
         return prefix + await self._apply(result, state, turn)
 

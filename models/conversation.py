@@ -14,8 +14,8 @@ class PendingPrompt(Model):
     openid = fields.CharField(max_length=64, db_index=True)
     flow = fields.CharField(max_length=32)
     step = fields.CharField(max_length=32)
-    question: dict[str, Any] = fields.JSONField()  # type: ignore[assignment]
-    data: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    question: dict[str, Any] = fields.JSONField()
+    data: dict[str, Any] = fields.JSONField(default=dict)
     # Lets the one who asked withdraw or replace it, e.g. ("link_request", 12).
     subject = fields.CharField(max_length=64, default="")
     created_at = fields.DatetimeField()

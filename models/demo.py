@@ -18,7 +18,7 @@ LAYOUT = {
 }
 
 # (openid for `linli chat --as`, name, mobile, community, grid, building, unit, room, role)
-STAFF = [
+STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
     ("demo-grid-1", "李网格", "13904180001", "米家社区", "第一网格", "1号楼", "1", "101",
      Role.GRID_WORKER),
     ("demo-grid-2", "赵网格", "13904180002", "米家社区", "第二网格", "4号楼", "1", "102",
@@ -54,7 +54,7 @@ async def load_demo(now: datetime) -> bool:
                         name=bname, community=community, grid=grid
                     )
         await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
-        for openid, name, mobile, cname, gname, bname, unit, room, role in STAFF:
+        for openid, name, mobile, cname, staff_grid, bname, unit, room, role in STAFF:
             person = await Resident.create(
                 name=name, mobile=mobile, community=communities[cname],
                 building=buildings[(cname, bname)], unit=unit, room=room,
@@ -62,7 +62,7 @@ async def load_demo(now: datetime) -> bool:
             )
             await StaffRole.create(
                 resident=person, role=role, community=communities[cname],
-                grid=grids[(cname, gname)] if gname else None,
+                grid=grids[(cname, staff_grid)] if staff_grid else None,
             )
             await WechatAccount.create(openid=openid, channel="chat", resident=person,
                                        created_at=now, subscribed_at=now)

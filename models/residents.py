@@ -253,7 +253,9 @@ async def bind(
                 account=account, resident=None, text_version=CONSENT_VERSION,
                 text=CONSENT_TEXT, accepted_at=now,
             )
-            match_building = await match.building if match.building_id else building  # type: ignore[attr-defined]
+            match_building = (
+                await Building.get(id=match.building_id) if match.building_id else building  # type: ignore[attr-defined]
+            )
             return BindOutcome("pending", None, request, await grid_workers_of(match_building))
         resident = await Resident.create(
             name=name, mobile=mobile, community_id=building.community_id,  # type: ignore[attr-defined]
@@ -275,7 +277,7 @@ async def pending_request_of(account: WechatAccount) -> LinkRequest | None:
 
 async def may_review(reviewer: Resident, request: LinkRequest) -> bool:
     resident = await request.resident
-    building = await resident.building if resident.building_id else None  # type: ignore[attr-defined]
+    building = await Building.get_or_none(id=resident.building_id) if resident.building_id else None  # type: ignore[attr-defined]
     roles = await StaffRole.filter(resident_id=reviewer.id)
     for role in roles:
         if role.role == Role.GRID_WORKER and building and role.grid_id == building.grid_id:  # type: ignore[attr-defined]
@@ -340,6 +342,6 @@ async def unbind(openid: str, now: datetime) -> bool:
             status=LinkStatus.CANCELLED, decided_at=now
         )
         if was_bound:
-            account.resident_id = None  # type: ignore[attr-defined]
+            account.resident_id = None
             await account.save(update_fields=["resident_id"])
         return was_bound or bool(withdrawn)
