@@ -164,6 +164,11 @@ def validate_config(cfg: Config) -> None:
             "config key server.workers: several workers need a shared store; "
             "set redis.url (and a PostgreSQL database.url) or use workers = 1"
         )
+    if cfg.server.workers > 1 and url.startswith("sqlite://"):
+        raise ConfigError(
+            "config key server.workers: several workers need PostgreSQL; "
+            "set a postgres:// database.url or use workers = 1"
+        )
     if cfg.conversation.idle_minutes < 1:
         raise ConfigError("config key conversation.idle_minutes: must be at least 1")
     if cfg.conversation.prompt_days < 1:

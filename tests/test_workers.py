@@ -93,3 +93,31 @@ async def test_retry_on_another_worker_has_one_effect_and_the_same_reply(
         assert await WechatAccount.filter(openid="o-two-workers").count() == 1
     finally:
         await close_db()
+
+
+def test_serve_with_two_workers_answers_health_checks(config: Config, tmp_path: Path) -> None:
+    """`linli serve --workers 2` on Redis + PostgreSQL: both processes start and serve."""
+    import json
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "LINLI_DATABASE_URL": config.database.url, "LINLI_REDIS_URL": config.redis.url}
+    env.pop("LINLI_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--workers", "2"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        statuses: list[dict[str, str]] = []
+        while len(statuses) < 10:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    statuses.append(json.loads(resp.read()))
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert all(s == {"database": "ok", "store": "ok"} for s in statuses)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert b"2 worker(s)" in out
