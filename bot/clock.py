@@ -40,6 +40,8 @@ class FrozenClock(Clock):
         self._now += delta
 
     def set(self, when: datetime) -> None:
+        if when.tzinfo is None:
+            raise ValueError("FrozenClock needs an aware datetime")
         self._now = when.astimezone(UTC)
 
 

@@ -142,7 +142,7 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("config key server.wechat_path: must start with /")
     try:
         zoneinfo.ZoneInfo(cfg.community.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(
             f"config key community.timezone: unknown time zone {cfg.community.timezone!r}"
         ) from None
@@ -227,6 +227,8 @@ def load_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
     return build_config(data, env)
