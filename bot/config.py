@@ -97,9 +97,8 @@ class Config:
         return dataclasses.replace(self, **changed)
 
 
-def _convert(key: str, hint: Any, value: Any) -> Any:
+def _convert(key: str, hint: Any, value: Any, *, from_env: bool) -> Any:
     """Turn a TOML or environment value into the declared type, or raise ConfigError."""
-    from_env = isinstance(value, str)
     try:
         if hint is bool:
             if isinstance(value, bool):
@@ -110,9 +109,11 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
                 return False
             raise ValueError("expected true or false")
         if hint is int:
-            if isinstance(value, bool):
+            if from_env:
+                return int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError("expected an integer")
-            return int(value)
+            return value
         if hint is str:
             if not isinstance(value, str):
                 raise ValueError("expected a string")
@@ -198,9 +199,9 @@ def build_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
             dotted = f"{section.name}.{name}"
             env_name = f"LINLI_{section.name}_{name}".upper()
             if env_name in env:
-                values[name] = _convert(dotted, hints[name], env[env_name])
+                values[name] = _convert(dotted, hints[name], env[env_name], from_env=True)
             elif name in raw:
-                values[name] = _convert(dotted, hints[name], raw[name])
+                values[name] = _convert(dotted, hints[name], raw[name], from_env=False)
         sections[section.name] = type(cls)(**values)
     cfg = Config(**sections)
     validate_config(cfg)

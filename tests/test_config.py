@@ -333,3 +333,14 @@ def test_config_example_documents_every_key(repo_root: Path) -> None:
         expected = {f.name for f in dataclasses.fields(section.default_factory())}  # type: ignore[misc]
         missing = expected - set(table)
         assert not missing, f"config.example.toml [{section.name}] lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("logging", "json", "false"), ("server", "port", 8080.9), ("server", "port", "8080"),
+     ("community", "extra_workdays", "2027-01-09"), ("wechat", "token", 123)],
+)
+def test_toml_values_must_have_the_declared_type(section: str, key: str, value: object) -> None:
+    """Strings are only parsed leniently when they come from environment variables."""
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        build_config({section: {key: value}}, {})
