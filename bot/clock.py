@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar
 
+from bot.config import CommunityConfig
+
 log = logging.getLogger(__name__)
 
 WEEKDAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
@@ -105,3 +107,8 @@ class WorkCalendar:
             if self.is_workday(current):
                 remaining -= 1
         return current
+
+
+def work_calendar(community: CommunityConfig) -> WorkCalendar:
+    """The community's working-day calendar, with the configured corrections."""
+    return WorkCalendar(community.extra_holidays, community.extra_workdays)

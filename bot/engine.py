@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
-from bot.clock import Clock
+from bot.clock import Clock, work_calendar
 from bot.config import Config
 from bot.store import key
 from models.conversation import PendingPrompt, close_prompt, create_prompt, open_prompts
@@ -45,6 +45,7 @@ BACK_WORDS = frozenset({"返回", "上一步", "back"})
 YES_WORDS = frozenset({"是", "是的", "确认", "确定", "好", "好的", "对", "同意", "可以", "y", "yes", "1"})
 NO_WORDS = frozenset({"否", "不", "不是", "不对", "不同意", "不要", "n", "no", "2"})
 SKIP_WORDS = frozenset({"跳过", "没有", "无", "skip"})
+GREETINGS = frozenset({"你好", "您好", "在吗", "在不在", "hi", "hello", "嗨", "早上好", "下午好", "晚上好"})
 
 _FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 _CN_NUMBERS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
@@ -288,6 +289,7 @@ class Engine:
         self.clock = clock
         self.config = config
         self.tz = ZoneInfo(config.community.timezone)
+        self.calendar = work_calendar(config.community)  # for deadlines counted in working days
         self.idle = timedelta(minutes=config.conversation.idle_minutes)
         self.menu_flow = menu_flow
         self.binding_flow = binding_flow
@@ -383,7 +385,9 @@ class Engine:
             return "已收到。如需办理事项，请回复“菜单”查看服务。"
         if msg.kind == "other":
             return "暂不支持这种消息。请发文字或语音，回复“菜单”查看服务。"
-        return await self._start(self.menu_flow, turn, prefix="您好！")
+        greeting = word.rstrip("!！。.~?？") in GREETINGS
+        return await self._start(self.menu_flow, turn,
+                                 prefix="您好！" if greeting else "抱歉，没有听懂您的意思。")
 
     async def _resident(self, account: WechatAccount) -> Resident | None:
         if account.resident_id is None:  # type: ignore[attr-defined]

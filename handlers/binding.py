@@ -14,6 +14,7 @@ from models.residents import (
     ROOM_MAX,
     UNIT_MAX,
     LinkRequest,
+    LinkStatus,
     Resident,
     WechatAccount,
     bind,
@@ -51,7 +52,11 @@ async def start(account: WechatAccount) -> Ask | Done:
         return Done("您已经绑定过了。回复“我的信息”查看，回复“菜单”办理服务。")
     if status == "pending":
         return Done("您的绑定申请正在等待网格员确认。回复“解绑”可撤回申请。")
-    return Ask("consent", confirm("绑定前请阅读：" + CONSENT_TEXT + "\n您同意吗？"))
+    last = await LinkRequest.filter(account_id=account.id).order_by("-id").first()
+    prefix = ""
+    if last is not None and last.status == LinkStatus.REJECTED:
+        prefix = "您上次的绑定申请没有通过网格员核实，如有疑问请联系网格员。\n"
+    return Ask("consent", confirm("绑定前请阅读：" + CONSENT_TEXT + "\n您同意吗？"), prefix=prefix)
 
 
 @router.step("consent")

@@ -179,3 +179,14 @@ def test_add_workdays_in_an_unknown_year() -> None:
 def test_add_negative_workdays_raises() -> None:
     with pytest.raises(ValueError):
         WorkCalendar().add_workdays(date(2026, 11, 27), -1)
+
+
+def test_work_calendar_from_config_applies_the_corrections() -> None:
+    from bot.clock import work_calendar
+    from bot.config import build_config
+
+    cfg = build_config({}, {"LINLI_COMMUNITY_EXTRA_HOLIDAYS": "2031-02-03",
+                            "LINLI_COMMUNITY_EXTRA_WORKDAYS": "2031-02-08"})
+    cal = work_calendar(cfg.community)
+    assert not cal.is_workday(date(2031, 2, 3))  # a Monday made a holiday
+    assert cal.is_workday(date(2031, 2, 8))  # a Saturday made a working day

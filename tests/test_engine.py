@@ -140,6 +140,13 @@ async def test_two_messages_at_once_do_not_corrupt_state(client, wechat: WeChatP
         assert any("姓名里不应有数字" in r for r in replies)
 
 
+@pytest.mark.parametrize(("text", "opening"), [("你好", "您好！"), ("在吗？", "您好！"), ("asdf", "抱歉，没有听懂")])
+async def test_unknown_text_gets_the_menu(wechat: WeChatPusher, text: str, opening: str) -> None:
+    reply = await wechat.say("o-hi", text)
+    assert reply.startswith(opening) and "请选择服务" in reply
+    assert "同意" in await wechat.say("o-hi", "1")  # the menu is live: 1 picks 绑定身份
+
+
 async def test_every_reply_stays_short(wechat: WeChatPusher) -> None:
     script = ["你好", "菜单", "1", "是", "王小明", "13812345678", "1", "1", "2", "301", "是", "菜单", "5"]
     for line in script:
