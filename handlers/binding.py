@@ -20,6 +20,7 @@ from models.residents import (
     bind,
     clean_name,
     decide_link,
+    mask_mobile,
     normalize_mobile,
     reviewable_requests,
     staff_accounts,
@@ -28,10 +29,6 @@ from models.residents import (
 
 router = Flow("binding", "绑定", keywords=("绑定", "注册"), menu_keys=("BIND",),
               needs_binding=False)
-
-
-def _mask(mobile: str) -> str:
-    return f"{mobile[:3]}****{mobile[-4:]}"
 
 
 def _strip_suffix(text: str, *suffixes: str) -> str:
@@ -122,7 +119,7 @@ async def got_room(answer: str, data: dict[str, Any]) -> Ask:
     building = await Building.get(id=data["building_id"])
     community = await Community.get(id=data["community_id"])
     summary = (
-        f"请核对：\n姓名：{data['name']}\n手机：{_mask(data['mobile'])}\n"
+        f"请核对：\n姓名：{data['name']}\n手机：{mask_mobile(data['mobile'])}\n"
         f"住址：{community.name}{building.name}{data['unit']}单元{data['room']}室\n确认提交吗？"
     )
     return Ask("confirm", confirm(summary))
@@ -162,7 +159,7 @@ async def confirmed(
 async def _review_question(request: LinkRequest) -> Question:
     record = await Resident.get(id=request.resident_id).prefetch_related("building")  # type: ignore[attr-defined]
     return confirm(
-        f"绑定申请：{request.typed_name}（{_mask(request.typed_mobile)}）申请绑定居民档案"
+        f"绑定申请：{request.typed_name}（{mask_mobile(request.typed_mobile)}）申请绑定居民档案"
         f"“{record.name} {record.address()}”。请当面或电话核实是本人后再确认。确认绑定吗？"
     )
 
@@ -176,11 +173,13 @@ async def list_requests(resident: Resident) -> Ask | Done:
     requests = await reviewable_requests(resident)
     if not requests:
         return Done("暂无待确认的绑定申请。")
+    shown = requests[:9]  # keeps the reply short; decided ones drop off the list
     items = [
-        (r.id, f"{r.typed_name}（{_mask(r.typed_mobile)}）→ {r.resident.name} {r.resident.unit}单元{r.resident.room}室")
-        for r in requests[:9]
+        (r.id, f"{r.typed_name}（{mask_mobile(r.typed_mobile)}）→ 档案{r.resident.name} {r.resident.unit}单元{r.resident.room}室")
+        for r in shown
     ]
-    return Ask("pick", choice("待确认的绑定申请：", items))
+    more = f"（共{len(requests)}条，先显示{len(shown)}条）" if len(requests) > len(shown) else ""
+    return Ask("pick", choice(f"待确认的绑定申请{more}：", items))
 
 
 @review.step("pick")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.engine import Ask, Done, Engine, Flow, Goto, choice
 from models.places import Building
-from models.residents import Resident, Role, StaffRole, WechatAccount, pending_request_of
+from models.residents import Resident, Role, StaffRole, WechatAccount, mask_mobile, pending_request_of
 
 router = Flow("menu", "菜单", menu_keys=("MENU",), needs_binding=False)
 
@@ -47,7 +47,7 @@ async def show_profile(resident: Resident) -> Done:
     """Show the resident what we hold about them."""
     building = await Building.get_or_none(id=resident.building_id) if resident.building_id else None  # type: ignore[attr-defined]
     address = f"{building.name}{resident.unit}单元{resident.room}室" if building else "未填写"
-    mobile = f"{resident.mobile[:3]}****{resident.mobile[-4:]}" if resident.mobile else "未填写"
+    mobile = mask_mobile(resident.mobile) if resident.mobile else "未填写"
     status = "已核实" if resident.status == "verified" else "待社区核实"
     return Done(
         f"姓名：{resident.name}\n手机：{mobile}\n住址：{address}\n状态：{status}\n"

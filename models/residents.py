@@ -172,6 +172,11 @@ def normalize_mobile(text: str) -> str:
     return phonenumbers.national_significant_number(number)
 
 
+def mask_mobile(mobile: str) -> str:
+    """138****5678: what staff and the resident see of a stored mobile."""
+    return f"{mobile[:3]}****{mobile[-4:]}"
+
+
 def clean_name(text: str) -> str:
     name = "".join(text.split())
     if not 2 <= len(name) <= NAME_MAX:
