@@ -175,7 +175,8 @@ async def list_requests(resident: Resident) -> Ask | Done:
         return Done("暂无待确认的绑定申请。")
     shown = requests[:9]  # keeps the reply short; decided ones drop off the list
     items = [
-        (r.id, f"{r.typed_name}（{mask_mobile(r.typed_mobile)}）→ 档案{r.resident.name} {r.resident.unit}单元{r.resident.room}室")
+        (r.id, f"{r.typed_name}（{mask_mobile(r.typed_mobile)}）→ 档案{r.resident.name} "
+               f"{r.resident.unit}单元{r.resident.room}室")
         for r in shown
     ]
     more = f"（共{len(requests)}条，先显示{len(shown)}条）" if len(requests) > len(shown) else ""
