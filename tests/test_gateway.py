@@ -341,3 +341,27 @@ async def test_gateway_off_without_token(aiohttp_client, config) -> None:  # typ
     client = await aiohttp_client(create_app(config.replace(wechat={"token": ""})))
     assert (await client.get("/wechat", params={"echostr": "x"})).status in (404, 405)
     assert TOKEN  # the other tests run with a token
+
+
+async def test_retry_arriving_while_the_first_is_still_handled_gets_its_reply(
+    client: TestClient, wechat: WeChatPusher
+) -> None:
+    """The first delivery is held up (its resident's lock is busy); WeChat's retry waits for it."""
+    from bot.app import STORE
+    from bot.store import key
+
+    store = client.app[STORE]
+    busy = store.lock(key("lock", "conv", "o-slow"), timeout=30)
+    assert await busy.acquire()
+    xml = text_xml("o-slow", "绑定", msg_id=991, create_time=wechat.now())
+    first = asyncio.create_task(wechat.push(xml))
+    while await store.get(key("push", "m:o-slow:991")) is None:  # noqa: ASYNC110 - wait for its claim
+        await asyncio.sleep(0.01)
+    retry = asyncio.create_task(wechat.push(xml))
+    await asyncio.sleep(0.1)
+    assert not first.done() and not retry.done()
+    await busy.release()
+    one, two = await first, await retry
+    assert one.status == two.status == 200
+    assert one.text == two.text and "同意" in one.text
+    assert "姓名" in await wechat.say("o-slow", "是")  # handled once
