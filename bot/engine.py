@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from bot.clock import Clock, work_calendar
 from bot.config import Config
 from bot.store import key
-from models.conversation import PendingPrompt, close_prompt, create_prompt, open_prompts
+from models.conversation import PendingPrompt, close_prompt, create_prompt, open_prompts, reopen_prompt
 from models.errors import UserFacingError
 from models.residents import (
     Resident,
@@ -546,13 +546,17 @@ class Engine:
                 turn.answer = validate(question, turn.msg)
             except InvalidAnswer:
                 continue
-            if not await close_prompt(prompt.id, "answered", turn.now):
-                return "这条消息已经处理过了。"
             flow = self.flows[prompt.flow]
             turn.data = dict(prompt.data)
             state = {"flow": prompt.flow, "state": prompt.step, "question": prompt.question,
                      "history": [], "data": turn.data, "updated": turn.now.isoformat()}
-            result = await self._call(flow.steps[prompt.step], turn)
+            if not await close_prompt(prompt.id, "answered", turn.now):
+                return "这条消息已经处理过了。"
+            try:
+                result = await self._call(flow.steps[prompt.step], turn)
+            except Exception:
+                await reopen_prompt(prompt.id)  # so that WeChat's retry of this answer still counts
+                raise
             return await self._apply(result, state, turn)
         return None
 

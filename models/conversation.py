@@ -62,6 +62,10 @@ async def close_prompt(prompt_id: int, reason: str, now: datetime) -> bool:
     return bool(updated)
 
 
+async def reopen_prompt(prompt_id: int) -> None:
+    await PendingPrompt.filter(id=prompt_id, closed_reason="answered").update(closed_at=None, closed_reason="")
+
+
 async def withdraw_prompts(subject: str, now: datetime) -> int:
     return await PendingPrompt.filter(subject=subject, closed_at=None).update(
         closed_at=now, closed_reason="withdrawn"

@@ -114,6 +114,7 @@ async def test_pending_prompt_is_answered_after_idle_expiry(
     clock.advance(timedelta(days=2))  # ...which goes idle; the prompt does not
     reply = await wechat.say("demo-grid-1", "是")
     assert "已结束" in reply and "已确认绑定" in reply
+    assert (await PendingPrompt.get(openid="demo-grid-1")).closed_reason == "answered"
     assert "请选择服务" in await wechat.say("o-elder", "菜单")
 
 
