@@ -143,14 +143,14 @@ def test_env_extra_holidays_empty_clears_the_file_list(tmp_path: Path) -> None:
 
 
 def test_env_without_a_file() -> None:
-    cfg = build_config({}, {"LINLI_DATABASE_URL": "sqlite:///srv/linli/db.sqlite3",
+    cfg = build_config({}, {"LINLI_DATABASE_URL": "sqlite://data/db.sqlite3",
                             "LINLI_WECHAT_TOKEN": "env-token"})
-    assert cfg.database.url == "sqlite:///srv/linli/db.sqlite3"
+    assert cfg.database.url == "sqlite://data/db.sqlite3"
     assert cfg.wechat.token == "env-token"
 
 
 def test_unrelated_environment_variables_are_ignored() -> None:
-    cfg = build_config({}, {"PATH": "/usr/bin", "LINLI_CONFIG": "/nowhere.toml", "HOME": "/root"})
+    cfg = build_config({}, {"PATH": "bin", "LINLI_CONFIG": "nowhere.toml", "HOME": "home"})
     assert cfg == build_config({}, {})
 
 
