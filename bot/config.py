@@ -32,6 +32,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class WechatConfig:
     appid: str = ""
+    secret: str = ""
     token: str = ""
     encoding_aes_key: str = ""
     previous_encoding_aes_key: str = ""

@@ -1,0 +1,93 @@
+"""WeChat's platform rules that the code relies on, in one table.
+
+The outbound client, the outbox sender and the fake WeChat API (bot/testing) all read these
+values, so a test against the fake catches a broken rule. Each rule names its source and the
+date it was checked; when WeChat changes a rule, change it here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many customer-service messages may follow one interaction, and for how long."""
+
+    messages: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    value: object
+    source: str
+    checked: str
+
+
+DOC_CUSTOM = "developers.weixin.qq.com/doc/offiaccount/Message_Management/Service_Center_messages.html"
+DOC_TEMPLATE = "developers.weixin.qq.com/doc/offiaccount/Message_Management/Template_Message_Interface.html"
+DOC_SUBSCRIBE = "developers.weixin.qq.com/doc/offiaccount/Subscription_Messages/api.html"
+DOC_TOKEN = "developers.weixin.qq.com/doc/offiaccount/Basic_Information/getStableAccessToken.html"
+DOC_MEDIA = "developers.weixin.qq.com/doc/offiaccount/Asset_Management/New_temporary_materials.html"
+DOC_PASSIVE = "developers.weixin.qq.com/doc/offiaccount/Message_Management/Receiving_standard_messages.html"
+DOC_ERRORS = "developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html"
+CHECKED = "2026-11-22"
+
+# Customer-service (客服) messages: a resident's own message opens a window of 5 messages in
+# 48 hours; a menu click, a follow or a QR scan opens 3 messages within 1 minute.
+CS_AFTER_MESSAGE = Allowance(messages=5, window=timedelta(hours=48))
+CS_AFTER_EVENT = Allowance(messages=3, window=timedelta(minutes=1))
+
+# Template messages: verified service accounts only, a template ID chosen in the admin console,
+# recipient must follow the account, a daily quota per template (100,000 by default).
+TEMPLATE_DAILY_QUOTA = 100_000
+# Subscribe (一次性订阅) messages: one send per consent the resident gave in the mini-program.
+SUBSCRIBE_SENDS_PER_CONSENT = 1
+
+# Tokens: access_token from /cgi-bin/stable_token lives 7200 s; refresh ahead of expiry.
+ACCESS_TOKEN_TTL = timedelta(seconds=7200)
+ACCESS_TOKEN_REFRESH_MARGIN = timedelta(seconds=300)
+
+# Media: images up to 2 MB; a temporary media_id is valid for 3 days.
+MEDIA_IMAGE_MAX_BYTES = 2 * 1024 * 1024
+MEDIA_ID_TTL = timedelta(days=3)
+
+# Passive replies: WeChat waits 5 s (then retries, 3 tries in all); keep a text under ~2,000 bytes.
+PASSIVE_REPLY_TIMEOUT = timedelta(seconds=5)
+PASSIVE_REPLY_MAX_BYTES = 2000
+CUSTOM_TEXT_MAX_BYTES = 2000
+
+# Error codes the code reacts to.
+ERR_BUSY = -1  # system busy: transient, retry with backoff
+ERR_INVALID_TOKEN = 40001  # token invalid: refresh once and retry
+ERR_TOKEN_EXPIRED = 42001  # token expired: refresh once and retry
+ERR_INVALID_TEMPLATE = 40037  # unknown template_id: permanent
+ERR_IP_NOT_WHITELISTED = 40164  # server IP not in the whitelist: permanent, a set-up error
+ERR_NOT_SUBSCRIBED = 43004  # recipient does not follow the account: mark unsubscribed
+ERR_SUBSCRIBE_REFUSED = 43101  # no consent for this subscribe template: permanent
+ERR_API_QUOTA = 45009  # daily API quota reached: transient (retry after a long backoff)
+ERR_OUT_OF_TIME = 45015  # customer-service window closed: out of allowance, do not retry
+ERR_OUT_OF_COUNT = 45047  # customer-service count used up: out of allowance, do not retry
+
+TOKEN_ERRORS = frozenset({ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED})
+TRANSIENT_ERRORS = frozenset({ERR_BUSY, ERR_API_QUOTA})
+ALLOWANCE_ERRORS = frozenset({ERR_OUT_OF_TIME, ERR_OUT_OF_COUNT})
+
+RULES: tuple[Rule, ...] = (
+    Rule("customer-service allowance after a message", CS_AFTER_MESSAGE, DOC_CUSTOM, CHECKED),
+    Rule("customer-service allowance after a click, follow or scan", CS_AFTER_EVENT, DOC_CUSTOM, CHECKED),
+    Rule("template message daily quota", TEMPLATE_DAILY_QUOTA, DOC_TEMPLATE, CHECKED),
+    Rule("subscribe message sends per consent", SUBSCRIBE_SENDS_PER_CONSENT, DOC_SUBSCRIBE, CHECKED),
+    Rule("access token lifetime", ACCESS_TOKEN_TTL, DOC_TOKEN, CHECKED),
+    Rule("image upload limit (bytes)", MEDIA_IMAGE_MAX_BYTES, DOC_MEDIA, CHECKED),
+    Rule("temporary media_id lifetime", MEDIA_ID_TTL, DOC_MEDIA, CHECKED),
+    Rule("passive reply timeout", PASSIVE_REPLY_TIMEOUT, DOC_PASSIVE, CHECKED),
+    Rule("passive reply text size (bytes)", PASSIVE_REPLY_MAX_BYTES, DOC_PASSIVE, CHECKED),
+    Rule("error codes", {ERR_BUSY: "busy", ERR_INVALID_TOKEN: "invalid token",
+                         ERR_TOKEN_EXPIRED: "token expired", ERR_NOT_SUBSCRIBED: "not following",
+                         ERR_API_QUOTA: "API quota", ERR_OUT_OF_TIME: "window closed",
+                         ERR_OUT_OF_COUNT: "count used up"}, DOC_ERRORS, CHECKED),
+)
