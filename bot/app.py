@@ -6,28 +6,26 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from tortoise import connections
 
 from bot.clock import Clock
 from bot.config import Config
 from bot.db import close_db, init_db
-from bot.engine import Engine
+from bot.engine import Engine, Inbound
 from bot.gateway import Gateway
-from bot.store import open_store
-from handlers import ROUTERS, WELCOME
+from bot.services import Services, open_services
+from models.outbox import backlog
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
+SERVICES = web.AppKey("services", Services)
 STORE = web.AppKey("store", Redis)
 ENGINE = web.AppKey("engine", Engine)
 GATEWAY = web.AppKey("gateway", Gateway)
-
-
-def build_engine(config: Config, store: Redis, clock: Clock) -> Engine:
-    return Engine(ROUTERS, store, clock, config, welcome=WELCOME)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -36,12 +34,23 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await close_db()
 
 
-async def _store(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = open_store(app[CONFIG].redis)
-    app[ENGINE] = build_engine(app[CONFIG], app[STORE], app[CLOCK])
-    app[GATEWAY] = Gateway(app[CONFIG].wechat, app[ENGINE], app[STORE], app[CLOCK])
-    yield
-    await app[STORE].aclose()
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    async with open_services(app[CONFIG], app[CLOCK]) as services:
+        app[SERVICES] = services
+        app[STORE] = services.store
+        app[ENGINE] = services.engine
+        fake = services.fake
+
+        def interacted(inbound: Inbound) -> None:
+            # Real WeChat knows when a resident wrote or clicked; the built-in fake learns it here.
+            kind = "message" if inbound.kind != "event" else "event"
+            if inbound.kind != "event" or inbound.event in ("subscribe", "scan", "click"):
+                fake.interact(inbound.openid, kind=kind)
+
+        app[GATEWAY] = Gateway(app[CONFIG].wechat, services.engine, services.store, app[CLOCK],
+                               metrics=services.metrics, on_inbound=interacted if fake is not None else None)
+        yield
+        await app[GATEWAY].close()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -61,13 +70,24 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(status, status=200 if ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics of this worker; the outbox backlog is read from the database now."""
+    services = request.app[SERVICES]
+    for priority, count, age in await backlog(services.clock.now()):
+        services.metrics.backlog.labels(str(priority)).set(count)
+        services.metrics.backlog_age.labels(str(priority)).set(age)
+    body = generate_latest(services.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()
     app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_services)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
 
     if config.wechat.token:
         async def wechat_get(request: web.Request) -> web.Response:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from bot.app import build_engine, create_app
+from bot.app import create_app
 from bot.clock import Clock
 from bot.config import Config, ConfigError, load_config
 from bot.db import SchemaOutdated, close_db, ensure_schema, init_db, upgrade
 from bot.engine import Inbound
 from bot.logs import setup_logging
+from bot.services import open_services, uses_fake_wechat
 from bot.store import open_store
 
 HELP = """\
@@ -63,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Apply the checked-in migrations the database lacks.")
     _config_arg(up)
 
+    wechat = sub.add_parser("wechat", help="set up and check the official account",
+                            description="Set up and check the WeChat official account.")
+    _config_arg(wechat)
+    wx_sub = wechat.add_subparsers(dest="wechat_command", required=True, metavar="WECHAT_COMMAND")
+    menu = wx_sub.add_parser("menu", help="publish the custom menu defined in config (wechat.menu)",
+                             description="Publish the custom menu defined in config (wechat.menu).")
+    _config_arg(menu)
+    check = wx_sub.add_parser(
+        "check", help="verify what a real deployment needs, explaining each failure",
+        description="Verify credentials and token, the server IP whitelist (40164), template IDs, "
+        "the menu, and that server.public_url is reachable over TLS on 443 as WeChat requires.")
+    _config_arg(check)
+
     demo = sub.add_parser("demo", help="load a demo sub-district to try every flow",
                           description="Load a demo sub-district: two communities, grids, "
                           "buildings, a canteen, staff and volunteers. Safe to run twice.")
@@ -97,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return asyncio.run(demo(config))
+        if args.command == "wechat":
+            return asyncio.run(wechat_command(config, args.wechat_command))
     except SchemaOutdated as exc:
         print(f"linli: {exc}", file=sys.stderr)
         return 2
@@ -161,36 +180,82 @@ def _parse_line(openid: str, line: str) -> Inbound | None:
     return Inbound(openid, "text", text=line, channel="chat")
 
 
+def _print_push(sent: Any) -> None:
+    """What WeChat would push to a phone, shown in the terminal as it arrives."""
+    labels = {"custom": "客服消息", "template": "模板消息", "subscribe": "订阅消息"}
+    text = getattr(sent, "text", "") or json.dumps(getattr(sent, "body", {}), ensure_ascii=False)
+    print(f"\n【{labels.get(getattr(sent, 'kind', ''), '推送')}→{getattr(sent, 'touser', '')}】"
+          + text.replace("\n", "\n      "), flush=True)
+
+
 async def chat(config: Config, openid: str) -> int:
     await ensure_schema(config.database)
     await init_db(config.database)
-    store = open_store(config.redis)
-    engine = build_engine(config, store, Clock())
     interactive = sys.stdin.isatty()
-    if interactive:
-        print("邻里 终端对话。输入“菜单”开始，/quit 退出。")
     try:
-        while True:
+        async with open_services(config, Clock(), on_send=_print_push) as services:
+            if uses_fake_wechat(config):
+                print("（未配置微信 appid/secret：推送消息发往内置的模拟微信接口，并显示在这里。）", flush=True)
             if interactive:
-                print("你> ", end="", flush=True)
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
-            line = line.strip()
-            if not line:
-                continue
-            if line in ("/quit", "/exit"):
-                break
-            msg = _parse_line(openid, line)
-            if msg is None:
-                continue
-            reply = await engine.handle(msg)
-            if reply.text:
-                print("邻里> " + reply.text.replace("\n", "\n      "), flush=True)
+                print("邻里 终端对话。输入“菜单”开始，/quit 退出。")
+            while True:
+                if interactive:
+                    print("你> ", end="", flush=True)
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                if line in ("/quit", "/exit"):
+                    break
+                msg = _parse_line(openid, line)
+                if msg is None:
+                    continue
+                if services.fake is not None:
+                    services.fake.interact(openid, kind="event" if msg.kind == "event" else "message")
+                reply = await services.engine.handle(msg)
+                if reply.text:
+                    print("邻里> " + reply.text.replace("\n", "\n      "), flush=True)
+            # Give the outbox a moment to push what this conversation caused (e.g. notices).
+            await services.sender.drain_once()
     finally:
-        await store.aclose()
         await close_db()
     return 0
+
+
+async def wechat_command(config: Config, command: str) -> int:
+    from bot.wechat_setup import check_api, check_callback, check_credentials, check_menu, menu_problems
+    from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
+
+    if uses_fake_wechat(config):
+        print("linli: wechat.appid and wechat.secret are needed to talk to WeChat", file=sys.stderr)
+        return 2
+    store = open_store(config.redis)
+    async with aiohttp.ClientSession() as session:
+        client = WeChatClient(session, store, config.wechat, config.miniprogram)
+        try:
+            if command == "menu":
+                problems = menu_problems(config.wechat.menu)
+                if problems:
+                    print("linli: wechat.menu is not valid: " + "; ".join(problems), file=sys.stderr)
+                    return 2
+                try:
+                    await client.menu_create(config.wechat.menu)
+                except (WeChatAPIError, WeChatUnavailable) as exc:
+                    print(f"linli: publishing the menu failed: {exc}", file=sys.stderr)
+                    return 1
+                print(f"published the menu: {len(config.wechat.menu)} buttons")
+                return 0
+            checks = [*check_credentials(config), check_menu(config), *await check_api(client, config),
+                      await check_callback(session, config)]
+        finally:
+            await store.aclose()
+    for c in checks:
+        print(c.line())
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 async def demo(config: Config) -> int:

@@ -7,6 +7,7 @@ are database rows; they never become a second configuration language in TOML.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import zoneinfo
@@ -27,6 +28,23 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     wechat_path: str = "/wechat"
+    # The URL WeChat pushes to (https on 443 or http on 80); `linli wechat check` tests it.
+    public_url: str = ""
+
+
+DEFAULT_MENU: list[dict[str, Any]] = [
+    {"name": "办事", "sub_button": [
+        {"type": "click", "name": "逢六说事", "key": "REPORT"},
+        {"type": "click", "name": "长者食堂", "key": "CANTEEN"},
+        {"type": "click", "name": "红色代办", "key": "ERRAND"},
+    ]},
+    {"type": "click", "name": "爱心银行", "key": "LOVEBANK"},
+    {"name": "我的", "sub_button": [
+        {"type": "click", "name": "我的信息", "key": "PROFILE"},
+        {"type": "click", "name": "绑定身份", "key": "BIND"},
+        {"type": "click", "name": "全部服务", "key": "MENU"},
+    ]},
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,20 @@ class WechatConfig:
     encoding_aes_key: str = ""
     previous_encoding_aes_key: str = ""
     api_base_url: str = "https://api.weixin.qq.com"
+    # A step slower than this gets "success" at once and its reply goes out through the outbox.
+    reply_budget_ms: int = 4000
+    # The custom menu `linli wechat menu` publishes, in WeChat's button format.
+    menu: list[dict[str, Any]] = field(default_factory=lambda: [dict(b) for b in DEFAULT_MENU])
+    # Template message IDs by purpose, as chosen in the WeChat admin console.
+    templates: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    rate_per_second: int = 20  # per sending process
+    concurrency: int = 4
+    max_attempts: int = 8
+    poll_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,7 @@ class Config:
     miniprogram: MiniprogramConfig = field(default_factory=MiniprogramConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
     community: CommunityConfig = field(default_factory=CommunityConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -119,6 +152,14 @@ def _convert(key: str, hint: Any, value: Any, *, from_env: bool) -> Any:
             if not isinstance(value, str):
                 raise ValueError("expected a string")
             return value
+        if hint == list[dict[str, Any]] or hint == dict[str, str]:
+            container = list if hint == list[dict[str, Any]] else dict
+            parsed = json.loads(value) if from_env else value
+            if not isinstance(parsed, container):
+                raise ValueError(f"expected a {'list of tables' if container is list else 'table'}")
+            if isinstance(parsed, dict) and not all(isinstance(v, str) for v in parsed.values()):
+                raise ValueError("expected text values")
+            return parsed
         if hint == tuple[date, ...]:
             items = value.split(",") if from_env else value
             if not isinstance(items, list | tuple):
@@ -130,7 +171,7 @@ def _convert(key: str, hint: Any, value: Any, *, from_env: bool) -> Any:
                 elif str(item).strip():
                     out.append(date.fromisoformat(str(item).strip()))
             return tuple(out)
-    except ValueError as exc:
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
         raise ConfigError(f"config key {key}: invalid value {value!r} ({exc})") from None
     raise ConfigError(f"config key {key}: unsupported type")  # pragma: no cover
 
@@ -171,6 +212,13 @@ def validate_config(cfg: Config) -> None:
             "config key server.workers: several workers need PostgreSQL; "
             "set a postgres:// database.url or use workers = 1"
         )
+    if not 100 <= cfg.wechat.reply_budget_ms <= 4500:
+        raise ConfigError("config key wechat.reply_budget_ms: between 100 and 4500 (WeChat waits 5 s)")
+    if cfg.server.public_url and not cfg.server.public_url.startswith(("http://", "https://")):
+        raise ConfigError("config key server.public_url: must start with https:// (or http://)")
+    for name in ("rate_per_second", "concurrency", "max_attempts", "poll_ms"):
+        if getattr(cfg.outbox, name) < 1:
+            raise ConfigError(f"config key outbox.{name}: must be at least 1")
     if cfg.conversation.idle_minutes < 1:
         raise ConfigError("config key conversation.idle_minutes: must be at least 1")
     if cfg.conversation.prompt_days < 1:

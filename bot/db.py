@@ -15,6 +15,7 @@ MODEL_MODULES = [
     "models.places",
     "models.residents",
     "models.conversation",
+    "models.outbox",
 ]
 
 

@@ -26,6 +26,7 @@ from bot.config import Config
 from bot.store import key
 from models.conversation import PendingPrompt, close_prompt, create_prompt, open_prompts, reopen_prompt
 from models.errors import UserFacingError
+from models.outbox import Priority, enqueue
 from models.residents import (
     Resident,
     StaffRole,
@@ -281,6 +282,7 @@ class Engine:
         menu_flow: str = "menu",
         binding_flow: str = "binding",
         welcome: str = "",
+        sender: Any = None,
     ) -> None:
         self.flows = {f.name: f for f in flows}
         if len(self.flows) != len(flows):
@@ -294,6 +296,7 @@ class Engine:
         self.menu_flow = menu_flow
         self.binding_flow = binding_flow
         self.welcome = welcome
+        self.sender = sender  # bot.outbox.Sender: woken when something is written to the outbox
         self._keywords = {kw: f for f in flows for kw in f.keywords}
         self._menu_keys = {k: f for f in flows for k in f.menu_keys}
         self._params: dict[StepFn, list[str]] = {}
@@ -522,20 +525,33 @@ class Engine:
         await self._save(openid, state)
         return Question.from_json(prev_question).render()
 
+    # -- pushing to someone other than the sender of the current message
+
+    async def send(self, openid: str, text: str, *, key: str, priority: int = Priority.NORMAL) -> None:
+        """Write a text for ``openid`` to the outbox (once per ``key``); the sender pushes it."""
+        await enqueue(openid=openid, kind="text", payload={"content": text}, idempotency_key=key,
+                      now=self.clock.now(), priority=priority)
+        if self.sender is not None:
+            self.sender.notify()
+
     # -- pending prompts
 
     async def ask_later(
         self, *, openid: str, flow: str, step: str, question: Question, data: dict[str, Any],
         subject: str = "", days: int | None = None,
     ) -> PendingPrompt:
-        """Store a question the service asks on its own; the answer may come days later."""
+        """Store a question the service asks on its own and push it; the answer may come days later."""
         if flow not in self.flows or step not in self.flows[flow].steps:
             raise ValueError(f"no step {flow}.{step}")
-        return await create_prompt(
+        prompt = await create_prompt(
             openid=openid, flow=flow, step=step, question=question.to_json(), data=data,
             now=self.clock.now(), days=days or self.config.conversation.prompt_days,
             subject=subject,
         )
+        # Pushed when WeChat's allowance lets us; the prompt is also shown at the next message
+        # from its recipient until it has been seen there, so a refused push loses nothing.
+        await self.send(openid, question.render(), key=f"prompt:{prompt.id}")
+        return prompt
 
     async def _answer_prompt(self, prompts: list[PendingPrompt], turn: Turn) -> str | None:
         """Route the message to the latest delivered prompt it is a valid answer to."""

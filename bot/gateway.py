@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import ParseError
@@ -26,9 +27,12 @@ from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.replies import TextReply
 
+from bot import wechat_rules as rules
 from bot.clock import Clock
 from bot.config import WechatConfig
 from bot.engine import Engine, Inbound
+from bot.metrics import Metrics
+from bot.outbox import send_reply, split_text
 from bot.store import key
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ MAX_BODY_BYTES = 64 * 1024  # WeChat's pushes are a few KB; anything bigger is n
 TIMESTAMP_WINDOW_S = 300  # older (or future) signed requests are refused as replays
 CLAIM_TTL_S = 600  # longer than WeChat's retry window and the timestamp window
 RETRY_WAIT_S = 4.5  # a retry waits this long for the first delivery's reply (WeChat waits 5 s)
+# (The first delivery answers within wechat.reply_budget_ms, at most 4.5 s, by config validation.)
 RETRY_POLL_S = 0.05
 
 
@@ -166,12 +171,24 @@ def dedup_id(fields: dict[str, str]) -> str:
 
 
 class Gateway:
-    def __init__(self, cfg: WechatConfig, engine: Engine, store: Redis, clock: Clock) -> None:
+    def __init__(
+        self, cfg: WechatConfig, engine: Engine, store: Redis, clock: Clock, *,
+        metrics: Metrics | None = None, on_inbound: Callable[[Inbound], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.store = store
         self.clock = clock
         self.crypto = MessageCrypto(cfg)
+        self.metrics = metrics or Metrics()
+        self.on_inbound = on_inbound  # the in-process fake WeChat learns of interactions here
+        self.budget_s = cfg.reply_budget_ms / 1000
+        self._late: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Wait for late replies still being prepared, so they reach the outbox."""
+        if self._late:
+            await asyncio.wait(self._late, timeout=30)
 
     # -- checks shared by GET and POST
 
@@ -238,12 +255,19 @@ class Gateway:
             inbound = to_inbound(fields, decoded.xml)
         except Rejected as exc:
             log.warning("wechat POST rejected: %s", exc.reason)
+            self.metrics.rejected.labels(str(exc.status)).inc()
             return web.Response(status=exc.status, text="forbidden" if exc.status == 403 else "bad request")
+        self.metrics.pushes.labels(inbound.kind if inbound.kind != "event" else f"event:{inbound.event}").inc()
+        if self.on_inbound is not None:
+            self.on_inbound(inbound)
         text = await self._handle_once(dedup_id(fields), inbound)
         if text is None:
+            self.metrics.replies.labels("error").inc()
             return web.Response(status=500, text="error")
         if not text:
+            self.metrics.replies.labels("empty").inc()
             return web.Response(text="success")
+        self.metrics.replies.labels("passive").inc()
         reply = TextReply(
             source=fields["ToUserName"], target=fields["FromUserName"], content=text,
             time=int(self.clock.now().timestamp()),
@@ -257,15 +281,8 @@ class Gateway:
         """Claim the push atomically; the claimant handles it, a retry waits for its reply."""
         claim = key("push", push_id)
         if await self.store.set(claim, json.dumps({"done": False}), nx=True, ex=CLAIM_TTL_S):
-            try:
-                reply = await self.engine.handle(inbound)
-            except Exception:
-                log.exception("handling a WeChat push failed; releasing its claim for a retry")
-                await self.store.delete(claim)
-                return None
-            await self.store.set(claim, json.dumps({"done": True, "reply": reply.text},
-                                                   ensure_ascii=False), ex=CLAIM_TTL_S)
-            return reply.text
+            return await self._handle_claimed(claim, push_id, inbound)
+        self.metrics.duplicates.inc()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_WAIT_S
         while True:
@@ -277,5 +294,51 @@ class Gateway:
                 log.info("answered a WeChat retry from the first delivery's reply")
                 return str(record.get("reply", ""))
             if loop.time() >= deadline:
-                return ""  # still working: answer "success"; the reply arrives on a later retry
+                return ""  # still working past the budget: its reply goes through the outbox
             await asyncio.sleep(RETRY_POLL_S)
+
+    async def _handle_claimed(self, claim: str, push_id: str, inbound: Inbound) -> str | None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.ensure_future(self.engine.handle(inbound))
+        done, _ = await asyncio.wait({task}, timeout=self.budget_s)
+        if not done:
+            # WeChat gives up at 5 s: answer "success" now and send the reply when it is ready.
+            self.metrics.fallbacks.inc()
+            await self._store_reply(claim, "")
+            late = asyncio.create_task(self._reply_late(task, push_id, inbound.openid, started))
+            self._late.add(late)
+            late.add_done_callback(self._late.discard)
+            return ""
+        try:
+            reply = task.result()
+        except Exception:
+            log.exception("handling a WeChat push failed; releasing its claim for a retry")
+            await self.store.delete(claim)
+            return None
+        self.metrics.step_seconds.observe(loop.time() - started)
+        passive = reply.text
+        if len(passive.encode()) > rules.PASSIVE_REPLY_MAX_BYTES:
+            # The first part answers now; the rest is written to the outbox before we answer.
+            first, *rest = split_text(passive, rules.PASSIVE_REPLY_MAX_BYTES)
+            await send_reply(inbound.openid, "\n".join(rest), push_id=push_id,
+                             clock=self.clock, sender=self.engine.sender, first_part=1)
+            passive = first
+        await self._store_reply(claim, passive)
+        return passive
+
+    async def _store_reply(self, claim: str, text: str) -> None:
+        await self.store.set(claim, json.dumps({"done": True, "reply": text}, ensure_ascii=False), ex=CLAIM_TTL_S)
+
+    async def _reply_late(self, task: asyncio.Future[Any], push_id: str, openid: str, started: float) -> None:
+        """The slow step's reply, as customer-service messages through the outbox."""
+        try:
+            reply = await task
+        except Exception:
+            log.exception("a slow WeChat push failed after its budget")
+            text = "抱歉，刚才的消息没有处理成功，请稍后再发一次。"
+        else:
+            text = reply.text
+            self.metrics.step_seconds.observe(asyncio.get_running_loop().time() - started)
+        if text:
+            await send_reply(openid, text, push_id=push_id, clock=self.clock, sender=self.engine.sender)

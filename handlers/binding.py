@@ -190,12 +190,21 @@ async def picked_request(answer: int, data: dict[str, Any]) -> Ask:
     return Ask("decide", confirm("请核实申请人确为该居民本人。确认绑定吗？（回复“否”拒绝）"))
 
 
+NOTICES = {
+    LinkStatus.CONFIRMED: "您的绑定申请已由网格员确认，现在可以使用社区服务了。回复“菜单”查看。",
+    LinkStatus.REJECTED: "您的绑定申请没有通过网格员核实。如有疑问请联系网格员，或回复“绑定”重新申请。",
+}
+
+
 @review.step("decide")
-async def decided(answer: bool, data: dict[str, Any], resident: Resident, now: Any) -> Done:
-    """Record the decision (a repeated answer changes nothing)."""
+async def decided(answer: bool, data: dict[str, Any], resident: Resident, engine: Engine, now: Any) -> Done:
+    """Record the decision (a repeated answer changes nothing) and tell the applicant."""
     request = await decide_link(
         request_id=data["request_id"], reviewer=resident, approve=answer, now=now
     )
+    if request.status in NOTICES:
+        applicant = await WechatAccount.get(id=request.account_id)  # type: ignore[attr-defined]
+        await engine.send(applicant.openid, NOTICES[request.status], key=f"link:{request.id}:decided")
     outcomes = {"confirmed": "已确认绑定。", "rejected": "已拒绝该绑定申请。",
                 "cancelled": "该申请已撤回或已失效。"}
     return Done(outcomes.get(request.status, "该申请仍在等待处理。"))

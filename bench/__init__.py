@@ -1,0 +1,1 @@
+"""Benchmarks: the WeChat gateway against bare aiohttp + wechatpy baselines (see bench/README.md)."""

@@ -1,0 +1,171 @@
+"""The outbox sender: drains models.outbox, rate-capped, replies first, retrying what is transient.
+
+Error handling follows bot/wechat_rules: 43004 marks the resident unsubscribed; 45015/45047
+(out of customer-service allowance) are recorded and not retried; -1 and 45009 are retried with
+backoff; anything else is a permanent failure, recorded with its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+
+from bot import wechat_rules as rules
+from bot.clock import Clock
+from bot.config import OutboxConfig
+from bot.metrics import Metrics
+from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
+from models import outbox
+from models.outbox import OutboxMessage, Priority
+from models.residents import WechatAccount
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)  # longer than one send with its timeout; a dead sender's rows come back after it
+BACKOFF_MAX = timedelta(minutes=10)
+QUOTA_BACKOFF = timedelta(hours=1)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut a text into parts of at most ``limit`` UTF-8 bytes, preferring line breaks."""
+    parts: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line.encode()) > limit:  # a single over-long line: cut by characters
+            head = line
+            while len(head.encode()) > limit:
+                head = head[: len(head) * 3 // 4 or 1]
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(head)
+            line = line[len(head):]
+        if len((current + line).encode()) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current += line
+    if current:
+        parts.append(current)
+    return [p.rstrip("\n") for p in parts if p.strip()]
+
+
+class Sender:
+    def __init__(self, client: WeChatClient, clock: Clock, cfg: OutboxConfig, metrics: Metrics | None = None) -> None:
+        self.client = client
+        self.clock = clock
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.limiter = AsyncLimiter(cfg.rate_per_second, 1)
+        self.wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Something was enqueued: look now instead of at the next poll."""
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until ``stop`` is set; survives database and network hiccups."""
+        while not stop.is_set():
+            try:
+                sent = await self.drain_once()
+            except Exception:
+                log.exception("outbox sender: draining failed; trying again shortly")
+                sent = 0
+            if sent:
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.cfg.poll_ms / 1000)
+            except TimeoutError:
+                pass
+
+    async def drain_once(self) -> int:
+        """Send what is due now (one batch); returns how many were attempted."""
+        batch = await outbox.claim_due(self.clock.now(), limit=self.cfg.concurrency * 4, lease=LEASE)
+        if not batch:
+            return 0
+        gate = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(message: OutboxMessage) -> None:
+            async with gate, self.limiter:
+                await self._send(message)
+
+        await asyncio.gather(*(one(m) for m in batch))
+        return len(batch)
+
+    async def _deliver(self, message: OutboxMessage) -> Any:
+        p = message.payload
+        if message.kind == "text":
+            return await self.client.send_text(message.openid, p["content"])
+        if message.kind == "image":
+            return await self.client.send_image(message.openid, p["media_id"])
+        if message.kind == "template":
+            return await self.client.send_template(message.openid, p["template_id"], p["data"], p.get("url", ""))
+        if message.kind == "subscribe":
+            return await self.client.send_subscribe(message.openid, p["template_id"], p["data"], p.get("page", ""))
+        raise ValueError(f"unknown outbox kind {message.kind!r}")
+
+    async def _send(self, message: OutboxMessage) -> None:
+        try:
+            await self._deliver(message)
+        except WeChatAPIError as exc:
+            await self._failed(message, exc.errcode, exc.errmsg)
+            return
+        except WeChatUnavailable as exc:
+            await self._retry(message, None, str(exc))
+            return
+        except ValueError as exc:
+            await outbox.mark_failed(message.id, self.clock.now(), None, str(exc))
+            self.metrics.sends.labels("failed", "none").inc()
+            return
+        # Nothing between WeChat's answer and this mark: see models/outbox.py on duplicates.
+        await outbox.mark_sent(message.id, self.clock.now())
+        self.metrics.sends.labels("sent", "0").inc()
+
+    async def _failed(self, message: OutboxMessage, code: int, text: str) -> None:
+        now = self.clock.now()
+        if code in rules.TRANSIENT_ERRORS or code in rules.TOKEN_ERRORS:
+            await self._retry(message, code, text)
+            return
+        await outbox.mark_failed(message.id, now, code, text)
+        result = "no_allowance" if code in rules.ALLOWANCE_ERRORS else "failed"
+        self.metrics.sends.labels(result, str(code)).inc()
+        if code == rules.ERR_NOT_SUBSCRIBED:
+            await WechatAccount.filter(openid=message.openid).update(subscribed=False, unsubscribed_at=now)
+            log.info("outbox: recipient no longer follows the account; marked unsubscribed")
+        elif code in rules.ALLOWANCE_ERRORS:
+            log.warning("outbox: message %s is out of the customer-service allowance (%s)", message.id, code)
+        else:
+            log.error("outbox: message %s failed permanently with WeChat error %s", message.id, code)
+
+    async def _retry(self, message: OutboxMessage, code: int | None, text: str) -> None:
+        now = self.clock.now()
+        attempts = message.attempts + 1
+        self.metrics.sends.labels("retry", str(code) if code is not None else "transport").inc()
+        if attempts >= self.cfg.max_attempts:
+            await outbox.mark_failed(message.id, now, code, f"gave up after {attempts} attempts: {text}")
+            log.error("outbox: message %s gave up after %d attempts", message.id, attempts)
+            return
+        delay = QUOTA_BACKOFF if code == rules.ERR_API_QUOTA else min(BACKOFF_MAX, timedelta(seconds=2 ** attempts))
+        await outbox.mark_retry(message.id, now, now + delay, code, text)
+
+
+async def send_reply(openid: str, text: str, *, push_id: str, clock: Clock, sender: Sender | None,
+                     first_part: int = 0) -> int:
+    """Write a reply (split to WeChat's size) to the outbox as customer-service texts, replies first.
+
+    The idempotency key ties each part to the push it answers, so a retry writes nothing twice.
+    Returns how many parts were written.
+    """
+    parts = split_text(text, rules.CUSTOM_TEXT_MAX_BYTES)[: rules.CS_AFTER_MESSAGE.messages]
+    now = clock.now()
+    for index, part in enumerate(parts, start=first_part):
+        await outbox.enqueue(openid=openid, kind="text", payload={"content": part},
+                             idempotency_key=f"reply:{push_id}:{index}", now=now, priority=Priority.REPLY)
+    if sender is not None and parts:
+        sender.notify()
+    return len(parts)
