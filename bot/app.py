@@ -13,7 +13,7 @@ from tortoise import connections
 from bot.clock import Clock
 from bot.config import Config
 from bot.db import close_db, init_db
-from bot.engine import Engine, Inbound
+from bot.engine import Engine, Flow, Inbound
 from bot.gateway import Gateway
 from bot.services import Services, open_services
 from models.outbox import backlog
@@ -34,8 +34,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await close_db()
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
-    async with open_services(app[CONFIG], app[CLOCK]) as services:
+async def _services(app: web.Application, flows: list[Flow] | None) -> AsyncIterator[None]:
+    async with open_services(app[CONFIG], app[CLOCK], flows=flows) as services:
         app[SERVICES] = services
         app[STORE] = services.store
         app[ENGINE] = services.engine
@@ -80,12 +80,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+def create_app(config: Config, *, clock: Clock | None = None, flows: list[Flow] | None = None) -> web.Application:
+    """The service; ``flows`` replaces handlers.ROUTERS (tests add flows of their own)."""
     app = web.Application(client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()
     app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_services)
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        async for _ in _services(app, flows):
+            yield
+
+    app.cleanup_ctx.append(services_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 

@@ -129,6 +129,10 @@ def _run_worker(config: Config) -> None:
 
 
 def serve(config: Config) -> int:
+    if config.server.workers > 1 and uses_fake_wechat(config):
+        print("linli: several workers need real WeChat credentials (wechat.appid and wechat.secret): "
+              "the built-in fake WeChat API lives inside one process", file=sys.stderr)
+        return 2
     asyncio.run(ensure_schema(config.database))
     print(f"linli serving on http://{config.server.host}:{config.server.port} "
           f"({config.server.workers} worker(s)); WeChat path {config.server.wechat_path}",
@@ -193,7 +197,7 @@ async def chat(config: Config, openid: str) -> int:
     await init_db(config.database)
     interactive = sys.stdin.isatty()
     try:
-        async with open_services(config, Clock(), on_send=_print_push) as services:
+        async with open_services(config, Clock(), on_send=_print_push, only_openid=openid) as services:
             if uses_fake_wechat(config):
                 print("（未配置微信 appid/secret：推送消息发往内置的模拟微信接口，并显示在这里。）", flush=True)
             if interactive:

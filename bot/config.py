@@ -69,6 +69,8 @@ class OutboxConfig:
     concurrency: int = 4
     max_attempts: int = 8
     poll_ms: int = 500
+    # A message 'sending' for longer than this (its sender died) is sent again.
+    lease_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("config key wechat.reply_budget_ms: between 100 and 4500 (WeChat waits 5 s)")
     if cfg.server.public_url and not cfg.server.public_url.startswith(("http://", "https://")):
         raise ConfigError("config key server.public_url: must start with https:// (or http://)")
-    for name in ("rate_per_second", "concurrency", "max_attempts", "poll_ms"):
+    for name in ("rate_per_second", "concurrency", "max_attempts", "poll_ms", "lease_seconds"):
         if getattr(cfg.outbox, name) < 1:
             raise ConfigError(f"config key outbox.{name}: must be at least 1")
     if cfg.conversation.idle_minutes < 1:

@@ -25,7 +25,6 @@ from models.residents import WechatAccount
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)  # longer than one send with its timeout; a dead sender's rows come back after it
 BACKOFF_MAX = timedelta(minutes=10)
 QUOTA_BACKOFF = timedelta(hours=1)
 
@@ -55,8 +54,16 @@ def split_text(text: str, limit: int) -> list[str]:
 
 
 class Sender:
-    def __init__(self, client: WeChatClient, clock: Clock, cfg: OutboxConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, client: WeChatClient, clock: Clock, cfg: OutboxConfig, metrics: Metrics | None = None, *,
+        only_openid: str | None = None,
+    ) -> None:
         self.client = client
+        # `linli chat` sends only to its own resident, whose window the built-in fake knows;
+        # what is for others waits in the outbox for their own session.
+        self.only_openid = only_openid
+        # Longer than one send with its timeouts, so a live sender's rows are never taken over.
+        self.lease = timedelta(seconds=cfg.lease_seconds)
         self.clock = clock
         self.cfg = cfg
         self.metrics = metrics or Metrics()
@@ -85,7 +92,8 @@ class Sender:
 
     async def drain_once(self) -> int:
         """Send what is due now (one batch); returns how many were attempted."""
-        batch = await outbox.claim_due(self.clock.now(), limit=self.cfg.concurrency * 4, lease=LEASE)
+        batch = await outbox.claim_due(self.clock.now(), limit=self.cfg.concurrency * 4, lease=self.lease,
+                                       openid=self.only_openid)
         if not batch:
             return 0
         gate = asyncio.Semaphore(self.cfg.concurrency)

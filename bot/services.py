@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.engine import Engine
+from bot.engine import Engine, Flow
 from bot.metrics import Metrics
 from bot.outbox import Sender
 from bot.store import open_store
@@ -43,6 +43,7 @@ def uses_fake_wechat(config: Config) -> bool:
 @contextlib.asynccontextmanager
 async def open_services(
     config: Config, clock: Clock, *, on_send: Callable[[Any], None] | None = None, run_sender: bool = True,
+    flows: list[Flow] | None = None, only_openid: str | None = None,
 ) -> AsyncIterator[Services]:
     """Store, WeChat client (or the built-in fake), outbox sender and engine; closed on exit.
 
@@ -73,8 +74,8 @@ async def open_services(
             wechat, miniprogram = config.wechat, config.miniprogram
         metrics = Metrics()
         client = WeChatClient(session, store, wechat, miniprogram, base_url=base_url)
-        sender = Sender(client, clock, config.outbox, metrics)
-        engine = Engine(ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
+        sender = Sender(client, clock, config.outbox, metrics, only_openid=only_openid)
+        engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
         if run_sender:
             task = asyncio.create_task(sender.run(stop), name="outbox-sender")
         yield Services(config, clock, store, engine, client, sender, metrics, fake)

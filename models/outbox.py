@@ -68,13 +68,17 @@ async def enqueue(
         return await OutboxMessage.get(idempotency_key=idempotency_key)
 
 
-async def claim_due(now: datetime, *, limit: int, lease: timedelta) -> list[OutboxMessage]:
+async def claim_due(
+    now: datetime, *, limit: int, lease: timedelta, openid: str | None = None
+) -> list[OutboxMessage]:
     """Take up to ``limit`` due messages for sending, replies first.
 
     A message whose lease ran out while 'sending' (its sender died) is due again. On PostgreSQL
     the rows are locked with SKIP LOCKED, so several senders never take the same message.
     """
     due = Q(state=State.PENDING, next_attempt_at__lte=now) | Q(state=State.SENDING, lease_until__lt=now)
+    if openid is not None:
+        due &= Q(openid=openid)
     async with in_transaction():
         rows = (
             await OutboxMessage.filter(due)

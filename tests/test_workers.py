@@ -101,7 +101,9 @@ def test_serve_with_two_workers_answers_health_checks(config: Config, tmp_path: 
     import urllib.request
 
     port = _free_port()
-    env = {**os.environ, "LINLI_DATABASE_URL": config.database.url, "LINLI_REDIS_URL": config.redis.url}
+    env = {**os.environ, "LINLI_DATABASE_URL": config.database.url, "LINLI_REDIS_URL": config.redis.url,
+           # several workers need real credentials; nothing is sent in this test
+           "LINLI_WECHAT_APPID": APPID, "LINLI_WECHAT_SECRET": "secret", "LINLI_WECHAT_API_BASE_URL": "http://127.0.0.1:9"}
     env.pop("LINLI_CONFIG", None)
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--workers", "2"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
