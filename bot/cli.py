@@ -196,8 +196,11 @@ async def chat(config: Config, openid: str) -> int:
     await ensure_schema(config.database)
     await init_db(config.database)
     interactive = sys.stdin.isatty()
+    stop = asyncio.Event()
+    sending: asyncio.Task[None] | None = None
     try:
-        async with open_services(config, Clock(), on_send=_print_push, only_openid=openid) as services:
+        async with open_services(config, Clock(), on_send=_print_push, only_openid=openid,
+                                 run_sender=False) as services:
             if uses_fake_wechat(config):
                 print("（未配置微信 appid/secret：推送消息发往内置的模拟微信接口，并显示在这里。）", flush=True)
             if interactive:
@@ -221,8 +224,13 @@ async def chat(config: Config, openid: str) -> int:
                 reply = await services.engine.handle(msg)
                 if reply.text:
                     print("邻里> " + reply.text.replace("\n", "\n      "), flush=True)
-            # Give the outbox a moment to push what this conversation caused (e.g. notices).
-            await services.sender.drain_once()
+                if sending is None:
+                    # Pushes start once the resident has written: that opens WeChat's window.
+                    sending = asyncio.create_task(services.sender.run(stop))
+            stop.set()
+            services.sender.notify()
+            if sending is not None:
+                await asyncio.wait_for(sending, timeout=15)
     finally:
         await close_db()
     return 0

@@ -96,13 +96,20 @@ class Sender:
                                        openid=self.only_openid)
         if not batch:
             return 0
+        # Messages to one resident go one after another, in order (the parts of a split reply
+        # must not overtake each other); different residents are sent to concurrently.
+        by_openid: dict[str, list[OutboxMessage]] = {}
+        for message in batch:
+            by_openid.setdefault(message.openid, []).append(message)
         gate = asyncio.Semaphore(self.cfg.concurrency)
 
-        async def one(message: OutboxMessage) -> None:
-            async with gate, self.limiter:
-                await self._send(message)
+        async def in_order(messages: list[OutboxMessage]) -> None:
+            async with gate:
+                for message in messages:
+                    async with self.limiter:
+                        await self._send(message)
 
-        await asyncio.gather(*(one(m) for m in batch))
+        await asyncio.gather(*(in_order(ms) for ms in by_openid.values()))
         return len(batch)
 
     async def _deliver(self, message: OutboxMessage) -> Any:
@@ -169,7 +176,12 @@ async def send_reply(openid: str, text: str, *, push_id: str, clock: Clock, send
     The idempotency key ties each part to the push it answers, so a retry writes nothing twice.
     Returns how many parts were written.
     """
-    parts = split_text(text, rules.CUSTOM_TEXT_MAX_BYTES)[: rules.CS_AFTER_MESSAGE.messages]
+    parts = split_text(text, rules.CUSTOM_TEXT_MAX_BYTES)
+    cap = rules.CS_AFTER_MESSAGE.messages
+    if len(parts) > cap:  # beyond WeChat's allowance: say that something was left out
+        note = "……（内容较长，未能全部发送，请联系社区工作人员）"
+        parts = parts[:cap]
+        parts[-1] = split_text(parts[-1], rules.CUSTOM_TEXT_MAX_BYTES - len(note.encode()))[0] + note
     now = clock.now()
     for index, part in enumerate(parts, start=first_part):
         await outbox.enqueue(openid=openid, kind="text", payload={"content": part},

@@ -110,6 +110,14 @@ async def config(base_config: Config, _schema: None) -> AsyncIterator[Config]:
 
 
 @pytest.fixture
+async def db(config: Config) -> AsyncIterator[Config]:
+    """The clean database, connected in this process, without an app (and its sender) around it."""
+    await init_db(config.database)
+    yield config
+    await close_db()
+
+
+@pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 11, 27, 1, 0, tzinfo=UTC))  # 周五 09:00 in Shanghai
 
