@@ -659,10 +659,14 @@ async def measure(servers: list[Server], creds: Creds, args: argparse.Namespace,
             log(f"[{backend}] {s.name}: closed loop, C={concurrency}, {args.duration:g} s "
                 f"(warm-up {warm.rate:.0f} msg/s; pre-encrypted in {spent:.1f} s)")
             closed[s.name] = await closed_loop(client, s.base, residents, concurrency, args.duration, s.proc.pid)
-        open_rate = args.open_fraction * closed["stateful"].rate
+        if args.open_rate:
+            open_rate = args.open_rate
+            notes.append(f"open-loop rate set by --open-rate to {open_rate:g} msg/s")
+        else:
+            open_rate = args.open_fraction * closed["stateful"].rate if "stateful" in closed else 0.0
         opened: dict[str, Run] = {}
         if open_rate <= 0:
-            notes.append("the stateful baseline answered nothing: no open-loop runs")
+            notes.append("no open-loop runs: the stateful baseline was not run or answered nothing")
             return Report(backend, args.residents, concurrency, args.duration, args.warmup, 0.0, closed, {}, notes)
         drain = max(10.0, 2 * args.duration)
         for s in servers:
@@ -706,7 +710,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> Report:
                                    "--redis-url", stateful_store],
             "linli": lambda p: [py, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(p)],
         }
-        for name in SERVERS:
+        for name in args.servers:
             port = free_port()
             make: Callable[[int], list[str]] = commands[name]
             servers.append(start_server(name, make(port), env, tmp, port))
@@ -746,6 +750,7 @@ def _pct(value: float | None) -> str:
 
 def render(report: Report) -> str:
     out: list[str] = []
+    names = [n for n in SERVERS if n in report.closed]
     rule = "-" * 96
     out.append(rule)
     out.append(f"backend {report.backend}: one worker per server, {report.residents} residents; closed loop "
@@ -754,7 +759,7 @@ def render(report: Report) -> str:
     out.append(rule)
     out.append(f"{'server':<9} {'peak msg/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'open msg/s':>10} "
                f"{'p50 ms':>8} {'p99 ms':>8} | {'errors':>6}")
-    for name in SERVERS:
+    for name in names:
         c = report.closed.get(name)
         o = report.opened.get(name)
         errors = (c.errors if c else 0) + (o.errors if o else 0)
@@ -768,7 +773,7 @@ def render(report: Report) -> str:
     header = f"{'server':>6} {'client':>6} {'pg+redis':>8} {'other':>6} {'box':>5}"
     out.append(f"{'':<9} {'closed loop':^35} | {'open loop':^35}")
     out.append(f"{'':<9} {header} | {header}")
-    for name in SERVERS:
+    for name in names:
         cells = []
         for run in (report.closed.get(name), report.opened.get(name)):
             u = run.cpu if run else None
@@ -792,12 +797,12 @@ def render(report: Report) -> str:
     out.append(f"target{scope}: linli peak >= 80% of stateful peak: {'yes' if peak_ok else 'no'}; "
                f"linli open-loop p99 < 50 ms: {'yes' if p99_ok else 'no'} ({_ms(p99)} ms); "
                f"linli errors: {linli_errors} -> {verdict}")
-    client_bound = [f"{run.kind}-loop {name}" for name in SERVERS for run in (report.closed.get(name),
+    client_bound = [f"{run.kind}-loop {name}" for name in names for run in (report.closed.get(name),
                     report.opened.get(name)) if run and run.cpu and run.cpu.client >= 85]
     if client_bound:
         out.append(f"caution: the client used >= 85% of a core in {', '.join(client_bound)}; "
                    "those numbers may be limited by the client")
-    for name in SERVERS:
+    for name in names:
         for run in (report.closed.get(name), report.opened.get(name)):
             if run and run.on_the_fly:
                 out.append(f"note: {run.kind}-loop {name}: {run.on_the_fly} bodies encrypted during the run")
@@ -821,6 +826,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="closed-loop warm-up seconds (default: min(2, duration/2))")
     p.add_argument("--open-fraction", type=float, default=0.7,
                    help="open-loop rate as a fraction of the stateful baseline's peak (default 0.7)")
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help="comma-separated subset of echo,stateful,linli to run (default: all three)")
+    p.add_argument("--open-rate", type=float, default=0.0,
+                   help="open-loop rate in msg/s instead of --open-fraction of the stateful peak")
     p.add_argument("--pg-url", default=DEFAULT_PG_URL,
                    help=f"throwaway PostgreSQL database, dropped and recreated (default {DEFAULT_PG_URL})")
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
@@ -829,6 +838,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.duration <= 0 or args.residents < 1 or args.concurrency < 1 or not 0 < args.open_fraction <= 2:
         p.error("--duration, --residents, --concurrency and --open-fraction must be positive")
+    args.servers = [n for n in SERVERS if n in {x.strip() for x in args.servers.split(",")}]
+    if not args.servers:
+        p.error("--servers: name at least one of echo, stateful, linli")
     if args.residents > 9999:
         p.error("--residents: at most 9999 (mobiles are built from the resident's index)")
     if args.warmup is None:
