@@ -328,6 +328,7 @@ class CpuUse:
     stores: float | None  # PostgreSQL + Redis processes
     other: float | None  # the rest of the box: anything else running (should be ~0)
     box: float | None
+    wall: float = 0.0
 
     @classmethod
     def between(cls, a: CpuSnap, b: CpuSnap) -> CpuUse:
@@ -338,11 +339,11 @@ class CpuUse:
             server = 100 * (b.server - a.server) / hz / wall
         client = 100 * (b.client - a.client) / wall
         if a.box is None or b.box is None or b.box[1] == a.box[1]:
-            return cls(server, client, None, None, None)
+            return cls(server, client, None, None, None, wall)
         box = 100 * (os.cpu_count() or 1) * (b.box[0] - a.box[0]) / (b.box[1] - a.box[1])
         stores = 100 * (b.stores - a.stores) / hz / wall
         other = box - (server or 0) - client - stores
-        return cls(server, client, stores, max(other, 0.0), box)
+        return cls(server, client, stores, max(other, 0.0), box, wall)
 
 
 def box_load(seconds: float = 1.0) -> float | None:
@@ -374,6 +375,12 @@ class Run:
             self.errors += 1
             if len(self.samples) < 3:
                 self.samples.append(f"{where}: {error}")
+
+    def server_ms_per_msg(self) -> float | None:
+        """The server's CPU time per message: robust to other load on the box, unlike the rate."""
+        if self.cpu is None or self.cpu.server is None or not self.latencies:
+            return None
+        return self.cpu.server / 100 * self.cpu.wall * 1000 / len(self.latencies)
 
     def pct(self, q: float) -> float | None:
         if not self.latencies:
@@ -636,6 +643,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+async def wait_quiet(limit: float, backend: str) -> None:
+    """On a shared box: wait (at most ``limit`` seconds) until others use < 15% of the CPUs."""
+    deadline = time.monotonic() + limit
+    while limit > 0:
+        load = await asyncio.to_thread(box_load)
+        if load is None or load < 15:
+            return
+        if time.monotonic() > deadline:
+            log(f"[{backend}] the box is still {load:.0f}% busy; measuring anyway")
+            return
+        log(f"[{backend}] the box is {load:.0f}% busy with something else; waiting")
+
+
 async def measure(servers: list[Server], creds: Creds, args: argparse.Namespace, backend: str) -> Report:
     wire = Wire(creds)
     concurrency = min(args.concurrency, args.residents)
@@ -651,6 +671,7 @@ async def measure(servers: list[Server], creds: Creds, args: argparse.Namespace,
         closed: dict[str, Run] = {}
         for s in servers:
             residents = people[s.name]
+            await wait_quiet(args.wait_quiet, backend)
             top_up(residents, 2 * len(residents))
             warm = await closed_loop(client, s.base, residents, concurrency, args.warmup, s.proc.pid)
             if warm.errors:
@@ -671,6 +692,7 @@ async def measure(servers: list[Server], creds: Creds, args: argparse.Namespace,
         drain = max(10.0, 2 * args.duration)
         for s in servers:
             residents = people[s.name]
+            await wait_quiet(args.wait_quiet, backend)
             top_up(residents, int(open_rate * args.duration * 1.2))
             log(f"[{backend}] {s.name}: open loop at {open_rate:.0f} msg/s, {args.duration:g} s")
             opened[s.name] = await open_loop(client, s.base, residents, open_rate, args.duration, drain, s.proc.pid)
@@ -769,15 +791,17 @@ def render(report: Report) -> str:
             f"{_ms(o.pct(0.99) if o else None):>8} | {errors:>6}")
     out.append("")
     out.append("CPU, % of one core (box = both cores together, up to 200%; pg+redis = all their processes;")
-    out.append("other = box minus the rest, i.e. anything else running on the box):")
-    header = f"{'server':>6} {'client':>6} {'pg+redis':>8} {'other':>6} {'box':>5}"
-    out.append(f"{'':<9} {'closed loop':^35} | {'open loop':^35}")
+    out.append("other = box minus the rest, i.e. anything else running on the box; ms/msg = server CPU per message):")
+    header = f"{'server':>6} {'ms/msg':>6} {'client':>6} {'pg+redis':>8} {'other':>6} {'box':>5}"
+    out.append(f"{'':<9} {'closed loop':^42} | {'open loop':^42}")
     out.append(f"{'':<9} {header} | {header}")
     for name in names:
         cells = []
         for run in (report.closed.get(name), report.opened.get(name)):
             u = run.cpu if run else None
-            cells.append(f"{_pct(u.server if u else None):>6} {_pct(u.client if u else None):>6} "
+            per = run.server_ms_per_msg() if run else None
+            cells.append(f"{_pct(u.server if u else None):>6} {'-' if per is None else f'{per:.2f}':>6} "
+                         f"{_pct(u.client if u else None):>6} "
                          f"{_pct(u.stores if u else None):>8} {_pct(u.other if u else None):>6} "
                          f"{_pct(u.box if u else None):>5}")
         out.append(f"{name:<9} {cells[0]} | {cells[1]}")
@@ -834,6 +858,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"throwaway PostgreSQL database, dropped and recreated (default {DEFAULT_PG_URL})")
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
                    help=f"throwaway Redis database, flushed (default {DEFAULT_REDIS_URL})")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="before each run wait up to S seconds for other load on the box to stop (default 0)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs) and database")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.residents < 1 or args.concurrency < 1 or not 0 < args.open_fraction <= 2:

@@ -142,5 +142,15 @@ async def demo(client) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The user's environment minus any LINLI_* setting, on SQLite in tmp_path and the embedded store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINLI_")}
+    env["LINLI_DATABASE_URL"] = f"sqlite://{tmp_path / 'x.sqlite3'}"
+    env["LINLI_REDIS_URL"] = ""
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

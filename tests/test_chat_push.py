@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.test_cli import LINLI, cli_env, linli  # noqa: F401 - cli_env is a fixture
+from tests.test_cli import LINLI, linli
 
 ELDER = ["绑定", "是", "王秀兰", "13904180011", "1", "1", "2", "301", "是"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,24 +11,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("linli")
 LINLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
 RUN_TIMEOUT = 120  # a hang guard, not a timing assertion
 
 MOBILE = "13812345678"
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """The user's environment minus any LINLI_* setting, on SQLite in tmp_path and the embedded store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LINLI_")}
-    env["LINLI_DATABASE_URL"] = f"sqlite://{tmp_path / 'x.sqlite3'}"
-    env["LINLI_REDIS_URL"] = ""
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def linli(

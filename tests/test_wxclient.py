@@ -292,6 +292,8 @@ async def test_concurrent_refreshes_in_one_process_issue_one_token(
     first, second = make_client(), make_client()
     old = await first.token()
     issued = fake.tokens_issued
+    # A slow stable_token keeps the lock held while the other calls find the stale token and queue.
+    fake.set_latency(TOKEN_PATH, 0.3)
 
     tokens = await asyncio.gather(*(client.token(stale=old) for client in (first, second) * 5))
 
@@ -330,6 +332,7 @@ asyncio.run(main(*sys.argv[1:6], int(sys.argv[6])))
 async def test_two_processes_share_one_refreshed_token(fake: FakeWeChat, wx: WeChatClient) -> None:
     old = await wx.token()
     issued = fake.tokens_issued
+    fake.set_latency(TOKEN_PATH, 0.3)  # the refresh overlaps the other worker's calls
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH"))
                                                        if p)}
     procs = [
