@@ -161,6 +161,8 @@ def _convert(key: str, hint: Any, value: Any, *, from_env: bool) -> Any:
                 raise ValueError(f"expected a {'list of tables' if container is list else 'table'}")
             if isinstance(parsed, dict) and not all(isinstance(v, str) for v in parsed.values()):
                 raise ValueError("expected text values")
+            if isinstance(parsed, list) and not all(isinstance(item, dict) for item in parsed):
+                raise ValueError("expected a list of tables")
             return parsed
         if hint == tuple[date, ...]:
             items = value.split(",") if from_env else value

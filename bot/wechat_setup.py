@@ -40,9 +40,10 @@ def check_credentials(config: Config) -> list[Check]:
         Check("appid", bool(w.appid), "set" if w.appid else "wechat.appid is empty"),
         Check("secret", bool(w.secret), "set" if w.secret else "wechat.secret is empty (needed for outbound calls)"),
         Check("token", bool(w.token), "set" if w.token else "wechat.token is empty: the gateway refuses every push"),
-        Check("EncodingAESKey", bool(w.encoding_aes_key),
-              "set (safe mode possible)" if w.encoding_aes_key
-              else "empty: only plaintext mode works; WeChat recommends safe mode"),
+        # Plaintext mode is a valid set-up, so an empty key is not a failure, only a warning.
+        Check("EncodingAESKey", True,
+              "set (compatible and safe mode work)" if w.encoding_aes_key
+              else "empty: only plaintext mode works (WeChat recommends safe mode)"),
     ]
 
 
@@ -89,6 +90,9 @@ async def check_callback(session: aiohttp.ClientSession, config: Config) -> Chec
     try:
         async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             body = await resp.text()
+    except aiohttp.ClientConnectorCertificateError:
+        return Check("callback URL", False, f"{url}: its TLS certificate is not trusted (self-signed, expired or "
+                                            "for another name); WeChat needs a valid certificate")
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Check("callback URL", False, f"{url} is not reachable from here ({type(exc).__name__})")
     if resp.status != 200 or body != echo:
@@ -102,38 +106,68 @@ def check_menu(config: Config) -> Check:
     return Check("menu", not problems, "valid" if not problems else "; ".join(problems))
 
 
+# WeChat's custom-menu rules (menu/create): counts, byte limits and what each button type needs.
+MENU_TOP_NAME_BYTES = 16
+MENU_SUB_NAME_BYTES = 60
+MENU_KEY_BYTES = 128
+MENU_URL_BYTES = 1024
+KEY_TYPES = {"click", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album", "pic_weixin",
+             "location_select"}
+NEEDS = {"view": ("url",), "miniprogram": ("url", "appid", "pagepath"), "media_id": ("media_id",),
+         "view_limited": ("media_id",), "article_id": ("article_id",), "article_view_limited": ("article_id",)}
+
+
 def menu_problems(buttons: list[dict[str, object]]) -> list[str]:
-    """WeChat's basic menu rules: 1–3 buttons, up to 5 sub-buttons, click needs key, view needs url."""
+    """WeChat's menu rules: 1–3 buttons of up to 5 sub-buttons, byte limits, each type's fields."""
     problems = []
     if not 1 <= len(buttons) <= 3:
         problems.append("the menu needs 1 to 3 top-level buttons")
     for button in buttons:
-        name = str(button.get("name", ""))
+        if not isinstance(button, dict):
+            problems.append("every button must be a table")
+            continue
         subs = button.get("sub_button")
-        if not name:
-            problems.append("a button has no name")
+        problems += _name_problems(button, MENU_TOP_NAME_BYTES)
         if isinstance(subs, list):
             if not 1 <= len(subs) <= 5:
-                problems.append(f"“{name}” needs 1 to 5 sub-buttons")
+                problems.append(f"“{button.get('name', '')}” needs 1 to 5 sub-buttons")
             for sub in subs:
-                problems += _leaf_problems(sub if isinstance(sub, dict) else {})
+                if not isinstance(sub, dict):
+                    problems.append("every sub-button must be a table")
+                    continue
+                problems += _name_problems(sub, MENU_SUB_NAME_BYTES) + _leaf_problems(sub)
         else:
             problems += _leaf_problems(button)
     return problems
 
 
-def _leaf_problems(button: dict[str, object]) -> list[str]:
+def _name_problems(button: dict[str, object], limit: int) -> list[str]:
     name = str(button.get("name", ""))
-    kind = button.get("type")
     if not name:
         return ["a button has no name"]
-    if kind == "click" and not button.get("key"):
-        return [f"“{name}” is a click button without a key"]
-    if kind == "view" and not button.get("url"):
-        return [f"“{name}” is a view button without a url"]
-    if kind not in ("click", "view", "miniprogram", "scancode_push", "location_select"):
-        return [f"“{name}” has an unknown type {kind!r}"]
+    if len(name.encode()) > limit:
+        return [f"“{name}” is longer than WeChat's {limit} bytes for this button"]
     return []
+
+
+def _leaf_problems(button: dict[str, object]) -> list[str]:
+    name = str(button.get("name", ""))
+    kind = str(button.get("type", ""))
+    if kind in KEY_TYPES:
+        key = str(button.get("key", ""))
+        if not key:
+            return [f"“{name}” ({kind}) needs a key"]
+        if len(key.encode()) > MENU_KEY_BYTES:
+            return [f"the key of “{name}” is longer than {MENU_KEY_BYTES} bytes"]
+        return []
+    if kind in NEEDS:
+        missing = [f for f in NEEDS[kind] if not button.get(f)]
+        if missing:
+            return [f"“{name}” ({kind}) needs {', '.join(missing)}"]
+        if len(str(button.get("url", "")).encode()) > MENU_URL_BYTES:
+            return [f"the url of “{name}” is longer than {MENU_URL_BYTES} bytes"]
+        return []
+    return [f"“{name}” has an unknown type {kind!r}"]
 
 
 def rules_summary() -> str:

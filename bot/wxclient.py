@@ -50,8 +50,10 @@ class WeChatClient:
         miniprogram: MiniprogramConfig | None = None,
         *,
         base_url: str | None = None,
+        timeout: aiohttp.ClientTimeout = TIMEOUT,
     ) -> None:
         self.session = session
+        self.timeout = timeout
         self.store = store
         self.wechat = wechat
         self.miniprogram = miniprogram or MiniprogramConfig()
@@ -83,8 +85,10 @@ class WeChatClient:
                            "force_refresh": stale is not None},
             )
             token = str(body["access_token"])
-            ttl = int(body.get("expires_in", rules.ACCESS_TOKEN_TTL.total_seconds()))
-            ttl = max(60, ttl - int(rules.ACCESS_TOKEN_REFRESH_MARGIN.total_seconds()))
+            lifetime = int(body.get("expires_in", rules.ACCESS_TOKEN_TTL.total_seconds()))
+            margin = int(rules.ACCESS_TOKEN_REFRESH_MARGIN.total_seconds())
+            # Never cache a token past its expiry: stable_token may hand back one near its end.
+            ttl = lifetime - margin if lifetime > 2 * margin else max(1, lifetime // 2)
             await self.store.set(cache_key, token, ex=ttl)
             self.token_refreshes += 1
             log.info("refreshed the %s access token (valid %d s)", app, ttl)
@@ -99,7 +103,7 @@ class WeChatClient:
         url = self.base_url + path
         try:
             async with self.session.request(method, url, params=params, json=json_body, data=data,
-                                            timeout=TIMEOUT) as resp:
+                                            timeout=self.timeout) as resp:
                 content = await resp.read()
                 if resp.status >= 500:
                     raise WeChatUnavailable(f"{path}: HTTP {resp.status}")

@@ -20,7 +20,6 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-import bot.wxclient
 from bot.config import DEFAULT_MENU, MiniprogramConfig, RedisConfig, WechatConfig
 from bot.store import key, open_store
 from bot.testing import FakeWeChat
@@ -269,12 +268,8 @@ async def test_a_dropped_token_request_is_unavailable(fake: FakeWeChat, wx: WeCh
     assert await wx.token() == fake.token
 
 
-async def test_no_answer_in_time_is_unavailable(
-    fake: FakeWeChat, wx: WeChatClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # WeChatClient takes no timeout argument and passes the module's TIMEOUT (10 s) on every
-    # request, overriding the session's, so the constant is the only way to shorten it here.
-    monkeypatch.setattr(bot.wxclient, "TIMEOUT", aiohttp.ClientTimeout(total=0.2))
+async def test_no_answer_in_time_is_unavailable(fake: FakeWeChat, wx: WeChatClient) -> None:
+    wx.timeout = aiohttp.ClientTimeout(total=0.2)
     fake.interact(ALICE)
     await wx.token()
     fake.set_latency(CUSTOM, 1.0)
