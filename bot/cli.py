@@ -134,9 +134,11 @@ def serve(config: Config) -> int:
               "the built-in fake WeChat API lives inside one process", file=sys.stderr)
         return 2
     asyncio.run(ensure_schema(config.database))
+    api = ("the built-in fake WeChat API (no wechat.appid/secret: nothing reaches real WeChat)"
+           if uses_fake_wechat(config) else config.wechat.api_base_url)
     print(f"linli serving on http://{config.server.host}:{config.server.port} "
-          f"({config.server.workers} worker(s)); WeChat path {config.server.wechat_path}",
-          flush=True)
+          f"({config.server.workers} worker(s)); WeChat path {config.server.wechat_path}; "
+          f"outbound: {api}", flush=True)
     if config.server.workers == 1:
         _run_worker(config)
         return 0
