@@ -33,6 +33,8 @@ TIMESTAMP_WINDOW_S = 300
 CLAIM_TTL_S = 600
 STATE_TTL_S = 24 * 3600
 RETRY_WAIT_S = 4.5
+POOL_SIZE = 100  # redis-py's default size
+POOL_WAIT_S = 20.0
 
 
 class Handler:
@@ -119,14 +121,18 @@ def build_app(mode: str, redis_url: str) -> web.Application:
     app = web.Application()
     store: Any = None
     if mode == "stateful":
-        if redis_url:
-            from redis.asyncio import Redis
+        # A blocking pool: redis-py's default pool raises MaxConnectionsError beyond 100 commands in
+        # flight instead of waiting, which a correct bot must not do under a burst.
+        from redis.asyncio import BlockingConnectionPool, Redis
 
-            store = Redis.from_url(redis_url)
+        if redis_url:
+            pool = BlockingConnectionPool.from_url(redis_url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
+            store = Redis(connection_pool=pool)
         else:
             import fakeredis
 
-            store = fakeredis.FakeAsyncRedis()
+            store = fakeredis.FakeAsyncRedis(connection_pool_class=BlockingConnectionPool,
+                                             max_connections=POOL_SIZE)
 
         async def close_store(_app: web.Application) -> None:
             await store.aclose()

@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import string
 import subprocess
@@ -293,15 +294,15 @@ def _store_ticks() -> int:
     return total
 
 
-def _box_ticks() -> tuple[int, int] | None:
-    """(busy, total) ticks over all cores; iowait and the hypervisor's steal do not count as busy."""
+def _box_ticks() -> tuple[int, int, int] | None:
+    """(busy, steal, total) ticks over all cores; iowait counts as idle, the hypervisor's steal apart."""
     try:
         with open("/proc/stat") as fh:
             values = [int(v) for v in fh.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, _steal = values
-    return user + nice + system + irq + softirq, sum(values)
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return user + nice + system + irq + softirq, steal, sum(values)
 
 
 @dataclass
@@ -310,7 +311,7 @@ class CpuSnap:
     server: int | None
     client: float
     stores: int
-    box: tuple[int, int] | None
+    box: tuple[int, int, int] | None
 
     @classmethod
     def take(cls, pid: int) -> CpuSnap:
@@ -328,6 +329,7 @@ class CpuUse:
     stores: float | None  # PostgreSQL + Redis processes
     other: float | None  # the rest of the box: anything else running (should be ~0)
     box: float | None
+    steal: float | None = None  # CPU the hypervisor gave to other guests while we wanted it
     wall: float = 0.0
 
     @classmethod
@@ -338,12 +340,14 @@ class CpuUse:
         if a.server is not None and b.server is not None:
             server = 100 * (b.server - a.server) / hz / wall
         client = 100 * (b.client - a.client) / wall
-        if a.box is None or b.box is None or b.box[1] == a.box[1]:
-            return cls(server, client, None, None, None, wall)
-        box = 100 * (os.cpu_count() or 1) * (b.box[0] - a.box[0]) / (b.box[1] - a.box[1])
+        if a.box is None or b.box is None or b.box[2] == a.box[2]:
+            return cls(server, client, None, None, None, None, wall)
+        cores, total = os.cpu_count() or 1, b.box[2] - a.box[2]
+        box = 100 * cores * (b.box[0] - a.box[0]) / total
+        steal = 100 * cores * (b.box[1] - a.box[1]) / total
         stores = 100 * (b.stores - a.stores) / hz / wall
         other = box - (server or 0) - client - stores
-        return cls(server, client, stores, max(other, 0.0), box, wall)
+        return cls(server, client, stores, max(other, 0.0), box, steal, wall)
 
 
 def box_load(seconds: float = 1.0) -> float | None:
@@ -351,16 +355,16 @@ def box_load(seconds: float = 1.0) -> float | None:
     a = _box_ticks()
     time.sleep(seconds)
     b = _box_ticks()
-    if a is None or b is None or b[1] == a[1]:
+    if a is None or b is None or b[2] == a[2]:
         return None
-    return 100 * (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+    return 100 * (os.cpu_count() or 1) * (b[0] - a[0]) / (b[2] - a[2])
 
 
 @dataclass
 class Run:
     kind: str  # closed | open
     latencies: list[float] = field(default_factory=list)  # seconds
-    in_window: int = 0  # replies (right or wrong) that arrived inside the measured window
+    in_window: int = 0  # right replies that arrived inside the measured window
     errors: int = 0
     samples: list[str] = field(default_factory=list)
     rate: float = 0.0  # closed: messages/s inside the window; open: achieved messages/s
@@ -431,6 +435,16 @@ def top_up(residents: list[Resident], total: int) -> float:
     return time.perf_counter() - start
 
 
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel what is still running (a drain timeout or an interrupt); re-raise a task's own error."""
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+
+
 async def closed_loop(client: Client, base: str, residents: list[Resident], concurrency: int,
                       duration: float, pid: int) -> Run:
     run = Run("closed")
@@ -450,15 +464,18 @@ async def closed_loop(client: Client, base: str, residents: list[Resident], conc
                 return
             sent = time.perf_counter()
             error, done, content = await client.exchange(base, resident)
-            if done <= stop_at:
+            if done <= stop_at and error is None:
                 run.in_window += 1
             run.record(done - sent, error, f"{resident.openid} sent {content!r}")
             idle.put_nowait(resident)
 
     # Workers stop starting messages at stop_at and finish (never abandon) the ones in flight, so
     # the simulated residents and the server stay in step for the next run.
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
-                           timeout=duration + REQUEST_TIMEOUT_S + 5)
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.wait(tasks, timeout=duration + REQUEST_TIMEOUT_S + 5)
+    finally:
+        await _finish(tasks)
     run.cpu = CpuUse.between(snap, CpuSnap.take(pid))
     run.rate = run.in_window / duration
     run.on_the_fly = sum(r.made_on_the_fly for r in residents) - made_before
@@ -488,24 +505,23 @@ async def open_loop(client: Client, base: str, residents: list[Resident], rate: 
     snap = CpuSnap.take(pid)
     start = time.perf_counter() + 0.01
     tasks: list[asyncio.Task[None]] = []
-    for i in range(n):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
-    _, pending = await asyncio.wait(tasks, timeout=drain)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    try:
+        for i in range(n):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        _, pending = await asyncio.wait(tasks, timeout=drain)
+    finally:
+        await _finish(tasks)
     run.cpu = CpuUse.between(snap, CpuSnap.take(pid))
     run.unfinished = len(pending)
     run.errors += run.unfinished
     if run.unfinished:
         run.samples.append(f"{run.unfinished} message(s) unanswered {drain:.0f} s after the schedule ended")
-    answered = len(run.latencies)
-    run.in_window = answered
-    run.rate = answered / max(duration, last_done - start) if answered else 0.0
+    run.in_window = len(run.latencies) - (run.errors - run.unfinished)  # right replies
+    run.rate = run.in_window / max(duration, last_done - start) if run.in_window else 0.0
     run.on_the_fly = sum(r.made_on_the_fly for r in residents) - made_before
     return run
 
@@ -529,6 +545,16 @@ class Server:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def problems(self) -> list[str]:
+        """Warnings, errors and tracebacks in the server's log, minus the known start-up notice."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines
+                if ("WARNING" in line or "ERROR" in line or line.startswith("Traceback") or "Error:" in line)
+                and "built-in fake WeChat API" not in line]
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -657,6 +683,20 @@ async def wait_quiet(limit: float, backend: str) -> None:
 
 
 async def measure(servers: list[Server], creds: Creds, args: argparse.Namespace, backend: str) -> Report:
+    # Inside the loop, SIGINT/SIGTERM cancel the measurement; asyncio.run then raises CancelledError.
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        return await _measure(servers, creds, args, backend)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, _interrupt)
+
+
+async def _measure(servers: list[Server], creds: Creds, args: argparse.Namespace, backend: str) -> Report:
     wire = Wire(creds)
     concurrency = min(args.concurrency, args.residents)
     connector = aiohttp.TCPConnector(limit=args.residents + args.concurrency + 16, limit_per_host=0)
@@ -676,7 +716,7 @@ async def measure(servers: list[Server], creds: Creds, args: argparse.Namespace,
             warm = await closed_loop(client, s.base, residents, concurrency, args.warmup, s.proc.pid)
             if warm.errors:
                 notes.append(f"{s.name}: {warm.errors} error(s) in the warm-up, e.g. {warm.samples[0]}")
-            spent = top_up(residents, int(max(warm.rate, 1.0) * args.duration * 1.5))
+            spent = top_up(residents, int(max(warm.rate, 1.0) * args.duration * 2))
             log(f"[{backend}] {s.name}: closed loop, C={concurrency}, {args.duration:g} s "
                 f"(warm-up {warm.rate:.0f} msg/s; pre-encrypted in {spent:.1f} s)")
             closed[s.name] = await closed_loop(client, s.base, residents, concurrency, args.duration, s.proc.pid)
@@ -743,10 +783,10 @@ def run_backend(backend: str, args: argparse.Namespace) -> Report:
         for s in servers:
             if s.proc.poll() is not None:
                 report.notes.append(f"{s.name} exited during the run ({s.proc.returncode}): {s.log_tail(5)}")
-        linli = next(s for s in servers if s.name == "linli")
-        tail = linli.log_tail(3)
-        if tail.strip():
-            report.notes.append(f"linli log (last lines, level WARNING):\n{tail}")
+        for s in servers:
+            problems = s.problems()
+            if problems:
+                report.notes.append(f"{s.name} log: {len(problems)} warning/error line(s), last: {problems[-1][:300]}")
         return report
     finally:
         stop_servers(servers)
@@ -791,9 +831,10 @@ def render(report: Report) -> str:
             f"{_ms(o.pct(0.99) if o else None):>8} | {errors:>6}")
     out.append("")
     out.append("CPU, % of one core (box = both cores together, up to 200%; pg+redis = all their processes;")
-    out.append("other = box minus the rest, i.e. anything else running on the box; ms/msg = server CPU per message):")
-    header = f"{'server':>6} {'ms/msg':>6} {'client':>6} {'pg+redis':>8} {'other':>6} {'box':>5}"
-    out.append(f"{'':<9} {'closed loop':^42} | {'open loop':^42}")
+    out.append("other = box minus the rest, i.e. anything else running on the box; ms/msg = server CPU per message;")
+    out.append("steal = CPU the hypervisor withheld from this VM, a sign that the host is busy):")
+    header = f"{'server':>6} {'ms/msg':>6} {'client':>6} {'pg+redis':>8} {'other':>6} {'box':>5} {'steal':>5}"
+    out.append(f"{'':<9} {'closed loop':^48} | {'open loop':^48}")
     out.append(f"{'':<9} {header} | {header}")
     for name in names:
         cells = []
@@ -803,24 +844,32 @@ def render(report: Report) -> str:
             cells.append(f"{_pct(u.server if u else None):>6} {'-' if per is None else f'{per:.2f}':>6} "
                          f"{_pct(u.client if u else None):>6} "
                          f"{_pct(u.stores if u else None):>8} {_pct(u.other if u else None):>6} "
-                         f"{_pct(u.box if u else None):>5}")
+                         f"{_pct(u.box if u else None):>5} {_pct(u.steal if u else None):>5}")
         out.append(f"{name:<9} {cells[0]} | {cells[1]}")
     out.append("")
     c_echo, c_state, c_linli = (report.closed.get(n) for n in SERVERS)
     o_linli = report.opened.get("linli")
     r_state = c_linli.rate / c_state.rate if c_linli and c_state and c_state.rate else None
     r_echo = c_linli.rate / c_echo.rate if c_linli and c_echo and c_echo.rate else None
-    out.append(f"linli peak / stateful peak = {'-' if r_state is None else f'{r_state:.2f}'}")
-    out.append(f"linli peak / echo peak     = {'-' if r_echo is None else f'{r_echo:.2f}'}")
-    p99 = o_linli.pct(0.99) if o_linli else None
-    peak_ok = r_state is not None and r_state >= 0.8
-    p99_ok = o_linli is not None and p99 is not None and p99 < 0.050 and not o_linli.unfinished
-    linli_errors = (c_linli.errors if c_linli else 0) + (o_linli.errors if o_linli else 0)
-    verdict = "HOLDS" if peak_ok and p99_ok and linli_errors == 0 else "DOES NOT HOLD"
-    scope = "" if report.backend == "redis-pg" else " (the target is set for redis-pg; shown for comparison)"
-    out.append(f"target{scope}: linli peak >= 80% of stateful peak: {'yes' if peak_ok else 'no'}; "
-               f"linli open-loop p99 < 50 ms: {'yes' if p99_ok else 'no'} ({_ms(p99)} ms); "
-               f"linli errors: {linli_errors} -> {verdict}")
+    if r_state is not None:
+        out.append(f"linli peak / stateful peak = {r_state:.2f}")
+    if r_echo is not None:
+        out.append(f"linli peak / echo peak     = {r_echo:.2f}")
+    if c_linli is not None and c_state is not None:
+        p99 = o_linli.pct(0.99) if o_linli else None
+        peak_ok = r_state is not None and r_state >= 0.8
+        p99_ok = o_linli is not None and p99 is not None and p99 < 0.050 and not o_linli.unfinished
+        linli_errors = c_linli.errors + (o_linli.errors if o_linli else 0)
+        verdict = "HOLDS" if peak_ok and p99_ok and linli_errors == 0 else "DOES NOT HOLD"
+        scope = "" if report.backend == "redis-pg" else " (set for redis-pg; shown for comparison)"
+        out.append(f"target{scope}: linli peak >= 80% of stateful peak: {'yes' if peak_ok else 'no'}; "
+                   f"linli open-loop p99 < 50 ms: {'yes' if p99_ok else 'no'} ({_ms(p99)} ms); "
+                   f"linli errors: {linli_errors} -> {verdict}")
+    steals = [run.cpu.steal for runs in (report.closed, report.opened) for run in runs.values()
+              if run.cpu and run.cpu.steal is not None]
+    if steals and max(steals) >= 10:
+        out.append(f"caution: the hypervisor withheld up to {max(steals):.0f}% of a core (steal) during these runs: "
+                   "the host is busy, so rates are low and not comparable with a quiet run")
     client_bound = [f"{run.kind}-loop {name}" for name in names for run in (report.closed.get(name),
                     report.opened.get(name)) if run and run.cpu and run.cpu.client >= 85]
     if client_bound:
@@ -874,8 +923,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # outside the event loop: unwind through the finally that stops the servers
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # even when started in the background (SIGINT ignored)
     backends = ["embedded", "redis-pg"] if args.backend == "both" else [args.backend]
     if "redis-pg" in backends:
         check_loopback(args.pg_url, "--pg-url")
@@ -884,7 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for backend in backends:
             print(render(run_backend(backend, args)), flush=True)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         log("bench: interrupted; servers stopped")
         return 130
     return 0
