@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import asyncpg
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate
 
 from bot.config import DatabaseConfig
@@ -19,9 +21,26 @@ MODEL_MODULES = [
 ]
 
 
+class _NoResetConnection(asyncpg.Connection):
+    """asyncpg resets a pooled connection on release (advisory locks, LISTEN, session settings);
+    Linli uses none of those, so the extra round trip per query is skipped. asyncpg still rolls
+    back a transaction left open."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+def _connection(url: str) -> str | dict[str, Any]:
+    if not url.startswith(("postgres://", "postgresql://", "psql://")):
+        return url
+    expanded = expand_db_url(url.replace("postgresql://", "postgres://", 1))
+    expanded["credentials"]["connection_class"] = _NoResetConnection
+    return dict(expanded)
+
+
 def tortoise_config(url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": url},
+        "connections": {"default": _connection(url)},
         "apps": {
             APP_LABEL: {
                 "models": MODEL_MODULES,

@@ -254,16 +254,41 @@ class Flow:
 
 @dataclass
 class Turn:
-    """What a step may ask for by parameter name."""
+    """What a step may ask for by parameter name.
+
+    ``account`` and ``resident`` are read from the database only when a step (or the engine's
+    binding check) asks for them: most steps in the middle of a conversation need neither.
+    """
 
     msg: Inbound
-    account: WechatAccount
-    resident: Resident | None
     data: dict[str, Any]
     now: datetime
     tz: ZoneInfo
     engine: Engine
     answer: Any = None
+    _account: WechatAccount | None = None
+    _resident: Resident | None = None
+    _resident_loaded: bool = False
+
+    async def account(self) -> WechatAccount:
+        if self._account is None:
+            self._account = await get_or_create_account(self.msg.openid, self.msg.channel, self.now)
+        return self._account
+
+    async def resident(self) -> Resident | None:
+        if not self._resident_loaded:
+            account = await self.account()
+            resident_id = account.resident_id  # type: ignore[attr-defined]
+            self._resident = None if resident_id is None else await Resident.get_or_none(id=resident_id)
+            self._resident_loaded = True
+        return self._resident
+
+    def forget(self) -> None:
+        """Binding may have changed (a flow handed over to another): read it again when asked."""
+        self._account, self._resident, self._resident_loaded = None, None, False
+
+
+LAZY = frozenset({"account", "resident"})
 
 
 @dataclass
@@ -336,14 +361,12 @@ class Engine:
 
     async def _handle_locked(self, msg: Inbound) -> str:
         now = self.clock.now()
-        account = await get_or_create_account(msg.openid, msg.channel, now)
         if msg.kind == "event":
-            return await self._handle_event(msg, account, now)
+            return await self._handle_event(msg, now)
         if msg.kind == "voice" and not msg.text.strip():
             return "抱歉，没有听清您的语音。请再说一遍，或者打字回复。"
         if msg.has_text and len(msg.text) > TEXT_MAX_CHARS:
             return f"消息太长了（最多 {TEXT_MAX_CHARS} 个字），请分几次简短地发送。"
-        resident = await self._resident(account)
         state = await self._load(msg.openid)
         expired_note = ""
         if state is not None and now - datetime.fromisoformat(state["updated"]) > self.idle:
@@ -353,7 +376,7 @@ class Engine:
             state = None
 
         word = msg.text.strip().lower() if msg.has_text else ""
-        turn = Turn(msg, account, resident, {}, now, self.tz, self)
+        turn = Turn(msg, {}, now, self.tz, self)
 
         if word in CANCEL_WORDS:
             if state is None:
@@ -391,16 +414,13 @@ class Engine:
         return await self._start(self.menu_flow, turn,
                                  prefix="您好！" if greeting else "抱歉，没有听懂您的意思。")
 
-    async def _resident(self, account: WechatAccount) -> Resident | None:
-        if account.resident_id is None:  # type: ignore[attr-defined]
-            return None
-        return await Resident.get_or_none(id=account.resident_id)  # type: ignore[attr-defined]
-
     def _title(self, state: dict[str, Any]) -> str:
         flow = self.flows.get(state["flow"])
         return flow.title if flow else state["flow"]
 
-    async def _handle_event(self, msg: Inbound, account: WechatAccount, now: datetime) -> str:
+    async def _handle_event(self, msg: Inbound, now: datetime) -> str:
+        turn = Turn(msg, {}, now, self.tz, self)
+        account = await turn.account()
         event = msg.event
         if event in ("subscribe", "subscribe_scan"):
             account.subscribed = True
@@ -408,7 +428,6 @@ class Engine:
             if msg.event_key:
                 account.last_scene = msg.event_key[:64]
             await account.save(update_fields=["subscribed", "subscribed_at", "last_scene"])
-            turn = Turn(msg, account, await self._resident(account), {}, now, self.tz, self)
             return self.welcome + "\n" + await self._start(self.menu_flow, turn)
         if event == "unsubscribe":
             account.subscribed = False
@@ -421,7 +440,6 @@ class Engine:
             if flow is None:
                 return "该功能暂未开放。回复“菜单”查看可办理的服务。"
             state = await self._load(msg.openid)
-            turn = Turn(msg, account, await self._resident(account), {}, now, self.tz, self)
             return await self._start(flow.name, turn, cancelled=state)
         if event == "scan":
             if msg.event_key:
@@ -442,19 +460,18 @@ class Engine:
         flow = self.flows.get(flow_name)
         if flow is None or flow.entry_fn is None:
             return prefix + "该服务即将开通，敬请期待。回复“菜单”查看其他服务。"
-        if flow.needs_binding and turn.resident is None:
+        if flow.needs_binding and await turn.resident() is None:
             if flow_name == self.binding_flow:  # pragma: no cover - binding never needs binding
                 raise RuntimeError("binding flow must not need binding")
-            if await pending_request_of(turn.account) is not None:
+            if await pending_request_of(await turn.account()) is not None:
                 return prefix + "您的绑定申请正在等待网格员确认，确认后即可使用。回复“解绑”可撤回申请。"
             return await self._start(
                 self.binding_flow, turn,
                 prefix=prefix + f"使用“{flow.title}”前，需要先绑定您的身份信息。\n",
                 data={"resume": flow_name},
             )
-        if flow.staff_only and (
-            turn.resident is None or not await StaffRole.filter(resident_id=turn.resident.id).exists()
-        ):
+        resident = await turn.resident() if flow.staff_only else None
+        if flow.staff_only and (resident is None or not await StaffRole.filter(resident_id=resident.id).exists()):
             return prefix + "该功能仅限社区工作人员使用。回复“菜单”查看可办理的服务。"
         turn.data = dict(data or {})
         state: dict[str, Any] = {"flow": flow_name, "state": "", "question": None, "history": [],
@@ -478,21 +495,27 @@ class Engine:
 
     async def _call(self, fn: StepFn, turn: Turn, question: Question | None = None) -> StepResult:
         try:
-            return await fn(**self._inject(fn, turn))
+            return await fn(**await self._inject(fn, turn))
         except UserFacingError as exc:
             if question is None:
                 return Done(exc.message)
             return Ask("", question, prefix=exc.message + "\n")
 
-    def _inject(self, fn: StepFn, turn: Turn) -> dict[str, Any]:
+    async def _inject(self, fn: StepFn, turn: Turn) -> dict[str, Any]:
         names = self._params.get(fn)
         if names is None:
             names = list(inspect.signature(fn).parameters)
-            unknown = [n for n in names if not hasattr(turn, n)]
+            unknown = [n for n in names if n.startswith("_") or not hasattr(turn, n)]
             if unknown:
                 raise TypeError(f"{fn.__qualname__} asks for unknown parameters {unknown}")
             self._params[fn] = names
-        return {n: getattr(turn, n) for n in names}
+        kwargs = {}
+        for name in names:
+            if name in LAZY:
+                kwargs[name] = await getattr(turn, name)()
+            else:
+                kwargs[name] = getattr(turn, name)
+        return kwargs
 
     async def _apply(self, result: StepResult, state: dict[str, Any], turn: Turn) -> str:
         openid = turn.msg.openid
@@ -510,8 +533,7 @@ class Engine:
         await self._clear(openid)
         if isinstance(result, Done):
             return result.text
-        turn.account = await WechatAccount.get(id=turn.account.id)
-        turn.resident = await self._resident(turn.account)
+        turn.forget()
         return await self._start(result.flow, turn, prefix=result.prefix, data=result.data)
 
     async def _back(self, openid: str, state: dict[str, Any], now: datetime) -> str:

@@ -72,7 +72,7 @@ async def got_name(answer: str, data: dict[str, Any]) -> Ask:
 
 
 @router.step("mobile")
-async def got_mobile(answer: str, data: dict[str, Any], account: WechatAccount) -> Ask:
+async def got_mobile(answer: str, data: dict[str, Any]) -> Ask:
     """Validate the mobile, then ask the community (skipped when there is only one)."""
     data["mobile"] = normalize_mobile(answer)
     communities = await Community.all().order_by("id")
