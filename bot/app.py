@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -87,11 +88,7 @@ def create_app(config: Config, *, clock: Clock | None = None, flows: list[Flow] 
     app[CLOCK] = clock or Clock()
     app.cleanup_ctx.append(_database)
 
-    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _services(app, flows):
-            yield
-
-    app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(functools.partial(_services, flows=flows))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -607,8 +606,3 @@ class Engine:
         await prompt.save(update_fields=["delivered_at"])
         more = f"\n（还有{len(fresh) - 1}条待回复）" if len(fresh) > 1 else ""
         return "您有一条待回复的消息：\n" + Question.from_json(prompt.question).render() + more
-
-
-def squash(text: str) -> str:
-    """Collapse whitespace inside a resident's free text."""
-    return re.sub(r"\s+", " ", text).strip()

@@ -134,7 +134,7 @@ class Sender:
             await self._retry(message, None, str(exc))
             return
         except ValueError as exc:
-            await outbox.mark_failed(message.id, self.clock.now(), None, str(exc))
+            await outbox.mark_failed(message.id, None, str(exc))
             self.metrics.sends.labels("failed", "none").inc()
             return
         # Nothing between WeChat's answer and this mark: see models/outbox.py on duplicates.
@@ -146,7 +146,7 @@ class Sender:
         if code in rules.TRANSIENT_ERRORS or code in rules.TOKEN_ERRORS:
             await self._retry(message, code, text)
             return
-        await outbox.mark_failed(message.id, now, code, text)
+        await outbox.mark_failed(message.id, code, text)
         result = "no_allowance" if code in rules.ALLOWANCE_ERRORS else "failed"
         self.metrics.sends.labels(result, str(code)).inc()
         if code == rules.ERR_NOT_SUBSCRIBED:
@@ -162,11 +162,11 @@ class Sender:
         attempts = message.attempts + 1
         self.metrics.sends.labels("retry", str(code) if code is not None else "transport").inc()
         if attempts >= self.cfg.max_attempts:
-            await outbox.mark_failed(message.id, now, code, f"gave up after {attempts} attempts: {text}")
+            await outbox.mark_failed(message.id, code, f"gave up after {attempts} attempts: {text}")
             log.error("outbox: message %s gave up after %d attempts", message.id, attempts)
             return
         delay = QUOTA_BACKOFF if code == rules.ERR_API_QUOTA else min(BACKOFF_MAX, timedelta(seconds=2 ** attempts))
-        await outbox.mark_retry(message.id, now, now + delay, code, text)
+        await outbox.mark_retry(message.id, now + delay, code, text)
 
 
 async def send_reply(openid: str, text: str, *, push_id: str, clock: Clock, sender: Sender | None,

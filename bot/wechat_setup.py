@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot import wechat_rules as rules
 from bot.config import Config
 from bot.gateway import sign
 from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
@@ -168,7 +167,3 @@ def _leaf_problems(button: dict[str, object]) -> list[str]:
             return [f"the url of “{name}” is longer than {MENU_URL_BYTES} bytes"]
         return []
     return [f"“{name}” has an unknown type {kind!r}"]
-
-
-def rules_summary() -> str:
-    return "\n".join(f"- {r.name}: {r.value} ({r.source}, checked {r.checked})" for r in rules.RULES)

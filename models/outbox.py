@@ -107,14 +107,14 @@ async def mark_sent(message_id: int, now: datetime) -> None:
     )
 
 
-async def mark_retry(message_id: int, now: datetime, when: datetime, code: int | None, message: str) -> None:
+async def mark_retry(message_id: int, when: datetime, code: int | None, message: str) -> None:
     await OutboxMessage.filter(id=message_id).update(
         state=State.PENDING, next_attempt_at=when, lease_until=None,
         attempts=F("attempts") + 1, error_code=code, error_message=message[:200],
     )
 
 
-async def mark_failed(message_id: int, now: datetime, code: int | None, message: str) -> None:
+async def mark_failed(message_id: int, code: int | None, message: str) -> None:
     await OutboxMessage.filter(id=message_id).update(
         state=State.FAILED, lease_until=None, attempts=F("attempts") + 1,
         error_code=code, error_message=message[:200],
