@@ -15,7 +15,11 @@ from bot.config import DatabaseConfig
 APP_LABEL = "linli"
 MODEL_MODULES = [
     "models.places",
+    "models.roles",
     "models.residents",
+    "models.facts",
+    "models.proxies",
+    "models.privacy",
     "models.conversation",
     "models.outbox",
 ]

@@ -223,14 +223,18 @@ class Flow:
         keywords: tuple[str, ...] = (),
         menu_keys: tuple[str, ...] = (),
         needs_binding: bool = True,
-        staff_only: bool = False,
+        roles: tuple[str, ...] = (),
+        as_self: bool = False,
     ) -> None:
         self.name = name
         self.title = title
         self.keywords = keywords
         self.menu_keys = menu_keys
         self.needs_binding = needs_binding
-        self.staff_only = staff_only
+        # only people holding one of these staff roles may start it (empty: everyone)
+        self.roles = roles
+        # runs as the person themselves even while they act for an elder (binding, proxy links)
+        self.as_self = as_self or bool(roles)
         self.entry_fn: StepFn | None = None
         self.steps: dict[str, StepFn] = {}
 
@@ -257,6 +261,10 @@ class Turn:
 
     ``account`` and ``resident`` are read from the database only when a step (or the engine's
     binding check) asks for them: most steps in the middle of a conversation need neither.
+
+    ``resident`` is whom the flow serves: the elder while a family proxy acts for one (except in
+    flows marked ``as_self``), else the person writing. ``actor`` is always the person writing;
+    flows record both (models.proxies.record_action).
     """
 
     msg: Inbound
@@ -265,29 +273,48 @@ class Turn:
     tz: ZoneInfo
     engine: Engine
     answer: Any = None
+    as_self: bool = False
     _account: WechatAccount | None = None
-    _resident: Resident | None = None
-    _resident_loaded: bool = False
+    _actor: Resident | None = None
+    _actor_loaded: bool = False
+    _subject: Resident | None = None
+    _subject_loaded: bool = False
 
     async def account(self) -> WechatAccount:
         if self._account is None:
             self._account = await get_or_create_account(self.msg.openid, self.msg.channel, self.now)
         return self._account
 
-    async def resident(self) -> Resident | None:
-        if not self._resident_loaded:
+    async def actor(self) -> Resident | None:
+        """The person writing (their own record), or None before binding."""
+        if not self._actor_loaded:
             account = await self.account()
             resident_id = account.resident_id  # type: ignore[attr-defined]
-            self._resident = None if resident_id is None else await Resident.get_or_none(id=resident_id)
-            self._resident_loaded = True
-        return self._resident
+            self._actor = None if resident_id is None else await Resident.get_or_none(id=resident_id)
+            self._actor_loaded = True
+        return self._actor
+
+    async def resident(self) -> Resident | None:
+        """Whom the flow serves: the elder a proxy acts for, else the person writing."""
+        if self.as_self:
+            return await self.actor()
+        if not self._subject_loaded:
+            actor = await self.actor()
+            self._subject = actor
+            if actor is not None:
+                elder = await self.engine.acting_for(self.msg.openid, actor.id)
+                if elder is not None:
+                    self._subject = elder
+            self._subject_loaded = True
+        return self._subject
 
     def forget(self) -> None:
         """Binding may have changed (a flow handed over to another): read it again when asked."""
-        self._account, self._resident, self._resident_loaded = None, None, False
+        self._account, self._actor, self._actor_loaded = None, None, False
+        self._subject, self._subject_loaded = None, False
 
 
-LAZY = frozenset({"account", "resident"})
+LAZY = frozenset({"account", "resident", "actor"})
 
 
 @dataclass
@@ -459,7 +486,8 @@ class Engine:
         flow = self.flows.get(flow_name)
         if flow is None or flow.entry_fn is None:
             return prefix + "该服务即将开通，敬请期待。回复“菜单”查看其他服务。"
-        if flow.needs_binding and await turn.resident() is None:
+        turn.as_self = flow.as_self
+        if flow.needs_binding and await turn.actor() is None:
             if flow_name == self.binding_flow:  # pragma: no cover - binding never needs binding
                 raise RuntimeError("binding flow must not need binding")
             if await pending_request_of(await turn.account()) is not None:
@@ -469,9 +497,12 @@ class Engine:
                 prefix=prefix + f"使用“{flow.title}”前，需要先绑定您的身份信息。\n",
                 data={"resume": flow_name},
             )
-        resident = await turn.resident() if flow.staff_only else None
-        if flow.staff_only and (resident is None or not await StaffRole.filter(resident_id=resident.id).exists()):
-            return prefix + "该功能仅限社区工作人员使用。回复“菜单”查看可办理的服务。"
+        if flow.roles:
+            actor = await turn.actor()
+            if actor is None or not await StaffRole.filter(
+                resident_id=actor.id, role__in=flow.roles, revoked_at=None
+            ).exists():
+                return prefix + "该功能仅限相关工作人员使用。回复“菜单”查看可办理的服务。"
         turn.data = dict(data or {})
         state: dict[str, Any] = {"flow": flow_name, "state": "", "question": None, "history": [],
                                  "data": turn.data, "updated": turn.now.isoformat()}
@@ -488,6 +519,7 @@ class Engine:
             turn.answer = validate(question, turn.msg)
         except InvalidAnswer as exc:
             return exc.hint + "\n" + question.render()
+        turn.as_self = flow.as_self
         turn.data = state["data"]
         result = await self._call(flow.steps[state["state"]], turn, question=question)
         return await self._apply(result, state, turn)
@@ -546,6 +578,32 @@ class Engine:
         await self._save(openid, state)
         return Question.from_json(prev_question).render()
 
+    # -- acting for an elder (亲情代理)
+
+    def _acting_key(self, openid: str) -> str:
+        return key("acting", openid)
+
+    async def act_for(self, openid: str, elder_id: int | None) -> None:
+        """Start (or, with None, end) acting for an elder; it lapses after the idle time."""
+        if elder_id is None:
+            await self.store.delete(self._acting_key(openid))
+        else:
+            await self.store.set(self._acting_key(openid), str(elder_id), ex=int(self.idle.total_seconds()))
+
+    async def acting_for(self, openid: str, actor_id: int) -> Resident | None:
+        """The elder this person is acting for now, if the link is still active."""
+        from models.proxies import acts_for
+
+        raw = await self.store.get(self._acting_key(openid))
+        if not raw:
+            return None
+        elder_id = int(raw)
+        if not await acts_for(actor_id, elder_id):
+            await self.store.delete(self._acting_key(openid))
+            return None
+        await self.store.expire(self._acting_key(openid), int(self.idle.total_seconds()))
+        return await Resident.get_or_none(id=elder_id)
+
     # -- pushing to someone other than the sender of the current message
 
     async def send(self, openid: str, text: str, *, key: str, priority: int = Priority.NORMAL) -> None:
@@ -583,6 +641,7 @@ class Engine:
             except InvalidAnswer:
                 continue
             flow = self.flows[prompt.flow]
+            turn.as_self = True  # a prompt is addressed to the person it was sent to
             turn.data = dict(prompt.data)
             state = {"flow": prompt.flow, "state": prompt.step, "question": prompt.question,
                      "history": [], "data": turn.data, "updated": turn.now.isoformat()}

@@ -26,9 +26,10 @@ from models.residents import (
     staff_accounts,
     unbind,
 )
+from models.roles import Role
 
 router = Flow("binding", "绑定", keywords=("绑定", "注册"), menu_keys=("BIND",),
-              needs_binding=False)
+              needs_binding=False, as_self=True)
 
 
 def _strip_suffix(text: str, *suffixes: str) -> str:
@@ -164,7 +165,8 @@ async def _review_question(request: LinkRequest) -> Question:
     )
 
 
-review = Flow("binding_review", "绑定审核", keywords=("待确认", "绑定审核"), staff_only=True)
+review = Flow("binding_review", "绑定审核", keywords=("待确认", "绑定审核"),
+              roles=(Role.GRID_WORKER, Role.COMMUNITY_STAFF))
 
 
 @review.entry
@@ -211,7 +213,7 @@ async def decided(answer: bool, data: dict[str, Any], resident: Resident, engine
 
 
 unbinding = Flow("unbind", "解绑", keywords=("解绑", "解除绑定"), menu_keys=("UNBIND",),
-                 needs_binding=False)
+                 needs_binding=False, as_self=True)
 
 
 @unbinding.entry

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bot.engine import Ask, Done, Engine, Flow, Goto, choice
 from models.places import Building
-from models.residents import Resident, Role, StaffRole, WechatAccount, mask_mobile, pending_request_of
+from models.residents import Resident, WechatAccount, mask_mobile, pending_request_of
+from models.roles import role_codes
 
 router = Flow("menu", "菜单", menu_keys=("MENU",), needs_binding=False)
 
@@ -26,10 +27,10 @@ async def show_menu(resident: Resident | None, engine: Engine) -> Ask:
     items = [(name, label) for name, label in SERVICES if name in engine.flows]
     if resident is None:
         items.insert(0, ("binding", "绑定身份（首次使用请先绑定）"))
-    if resident is not None and await StaffRole.filter(
-        resident_id=resident.id, role__in=[Role.GRID_WORKER, Role.COMMUNITY_STAFF]
-    ).exists():
-        items.append(("binding_review", "待确认的绑定申请"))
+    if resident is not None:
+        mine = await role_codes(resident.id)
+        items += [(flow.name, flow.title) for flow in engine.flows.values()
+                  if flow.roles and mine.intersection(flow.roles) and flow.entry_fn is not None]
     return Ask("pick", choice("请选择服务：", items))
 
 

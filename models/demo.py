@@ -7,7 +7,8 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from models.places import Building, Canteen, Community, Grid, SubDistrict
-from models.residents import Resident, ResidentStatus, Role, StaffRole, WechatAccount
+from models.residents import Resident, ResidentStatus, WechatAccount
+from models.roles import Role, grant
 
 SUB_DISTRICT = "太平区示范街道"
 
@@ -60,10 +61,8 @@ async def load_demo(now: datetime) -> bool:
                 building=buildings[(cname, bname)], unit=unit, room=room,
                 status=ResidentStatus.VERIFIED, source="staff", created_at=now, verified_at=now,
             )
-            await StaffRole.create(
-                resident=person, role=role, community=communities[cname],
-                grid=grids[(cname, staff_grid)] if staff_grid else None,
-            )
+            scope = grids[(cname, staff_grid)].id if staff_grid else communities[cname].id
+            await grant(resident_id=person.id, role=role, scope_id=scope, now=now, by_label="demo")
             await WechatAccount.create(openid=openid, channel="chat", resident=person,
                                        created_at=now, subscribed_at=now)
         for name, mobile, cname, bname, unit, room in RESIDENTS:

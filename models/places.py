@@ -45,6 +45,9 @@ class Building(Model):
     grid: fields.ForeignKeyRelation[Grid] = fields.ForeignKeyField(
         "linli.Grid", related_name="buildings", on_delete=fields.RESTRICT
     )
+    # the permanent parametric QR code of its stairwell poster (created once, reused)
+    qr_ticket = fields.CharField(max_length=200, default="")
+    qr_url = fields.CharField(max_length=200, default="")
 
     class Meta:
         table = "building"
@@ -63,3 +66,30 @@ class Canteen(Model):
 
     class Meta:
         table = "canteen"
+
+
+class Shop(Model):
+    """A partner shop of a community (redemption partners of the love bank)."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
+        "linli.Community", related_name="shops", on_delete=fields.RESTRICT
+    )
+
+    class Meta:
+        table = "shop"
+
+
+class Department(Model):
+    """A government department that handles errands (civil affairs, medical insurance...)."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    sub_district: fields.ForeignKeyRelation[SubDistrict] = fields.ForeignKeyField(
+        "linli.SubDistrict", related_name="departments", on_delete=fields.RESTRICT
+    )
+
+    class Meta:
+        table = "department"
+        unique_together = (("sub_district", "name"),)

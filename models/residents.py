@@ -19,7 +19,8 @@ from tortoise.transactions import in_transaction
 
 from models.conversation import withdraw_prompts
 from models.errors import Forbidden, NotFound, UserFacingError
-from models.places import Building, Community, Grid
+from models.places import Building, Community
+from models.roles import Role, StaffRole, resident_place
 
 NAME_MAX = 20
 UNIT_MAX = 10
@@ -45,10 +46,15 @@ class LinkStatus:
     CANCELLED = "cancelled"
 
 
-class Role:
-    GRID_WORKER = "grid_worker"
-    COMMUNITY_STAFF = "community_staff"
-    VOLUNTEER = "volunteer"
+class Mobility:
+    UNKNOWN = ""
+    WALKS_IN = "walk_in"  # comes to the canteen
+    NEEDS_DELIVERY = "delivery"
+
+
+MOBILITY_LABELS = {
+    Mobility.UNKNOWN: "未填写", Mobility.WALKS_IN: "能到食堂就餐", Mobility.NEEDS_DELIVERY: "需要送餐上门",
+}
 
 
 class Resident(Model):
@@ -65,8 +71,12 @@ class Resident(Model):
     room = fields.CharField(max_length=ROOM_MAX, default="")
     status = fields.CharField(max_length=16, default=ResidentStatus.PENDING)
     source = fields.CharField(max_length=16, default="self")  # self | staff | import
+    mobility = fields.CharField(max_length=16, default=Mobility.UNKNOWN)
+    # sensitive: what a grid worker should know on a door visit (set by staff)
+    health_note = fields.CharField(max_length=200, default="")
     created_at = fields.DatetimeField()
     verified_at = fields.DatetimeField(null=True)
+    erased_at = fields.DatetimeField(null=True)  # personal data removed on request or by retention
 
     class Meta:
         table = "resident"
@@ -90,7 +100,12 @@ class WechatAccount(Model):
     subscribed_at = fields.DatetimeField(null=True)
     unsubscribed_at = fields.DatetimeField(null=True)
     last_scene = fields.CharField(max_length=64, default="")
+    # the same person across the official account and the mini-program (when WeChat gives it)
+    unionid = fields.CharField(max_length=64, null=True, db_index=True)
+    # a number WeChat verified (the mini-program's phone-number call), not what someone typed
+    verified_mobile = fields.CharField(max_length=11, null=True)
     created_at = fields.DatetimeField()
+    last_seen_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "wechat_account"
@@ -133,25 +148,6 @@ class Consent(Model):
 
     class Meta:
         table = "consent"
-
-
-class StaffRole(Model):
-    """A resident's staff role (the fuller role model comes with the identity issue)."""
-
-    id = fields.IntField(primary_key=True)
-    resident: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
-        "linli.Resident", related_name="roles", on_delete=fields.CASCADE
-    )
-    role = fields.CharField(max_length=32)
-    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
-        "linli.Community", related_name="staff", on_delete=fields.CASCADE
-    )
-    grid: fields.ForeignKeyNullableRelation[Grid] = fields.ForeignKeyField(
-        "linli.Grid", related_name="staff", null=True, on_delete=fields.CASCADE
-    )
-
-    class Meta:
-        table = "staff_role"
 
 
 def normalize_mobile(text: str) -> str:
@@ -197,9 +193,9 @@ async def get_or_create_account(openid: str, channel: str, now: datetime) -> Wec
 
 async def grid_workers_of(building: Building) -> list[Resident]:
     """Residents who work the grid of ``building``."""
-    roles = await StaffRole.filter(role=Role.GRID_WORKER, grid_id=building.grid_id).prefetch_related(  # type: ignore[attr-defined]
-        "resident"
-    )
+    roles = await StaffRole.filter(
+        role=Role.GRID_WORKER, grid_id=building.grid_id, revoked_at=None  # type: ignore[attr-defined]
+    ).prefetch_related("resident")
     return [r.resident for r in roles]
 
 
@@ -282,14 +278,11 @@ async def pending_request_of(account: WechatAccount) -> LinkRequest | None:
 
 async def may_review(reviewer: Resident, request: LinkRequest) -> bool:
     resident = await request.resident
-    building = await Building.get_or_none(id=resident.building_id) if resident.building_id else None  # type: ignore[attr-defined]
-    roles = await StaffRole.filter(resident_id=reviewer.id)
-    for role in roles:
-        if role.role == Role.GRID_WORKER and building and role.grid_id == building.grid_id:  # type: ignore[attr-defined]
-            return True
-        if role.role == Role.COMMUNITY_STAFF and role.community_id == resident.community_id:  # type: ignore[attr-defined]
-            return True
-    return False
+    place = await resident_place(resident)
+    roles = await StaffRole.filter(
+        resident_id=reviewer.id, revoked_at=None, role__in=[Role.GRID_WORKER, Role.COMMUNITY_STAFF]
+    )
+    return any(place.within(role) for role in roles)
 
 
 async def reviewable_requests(reviewer: Resident) -> list[LinkRequest]:

@@ -118,7 +118,7 @@ async def test_other_grid_worker_and_residents_cannot_decide(wechat: WeChatPushe
     await run(wechat, "o-x", [*ELDER, "是"])
     assert "暂无待确认" in await wechat.say("demo-grid-2", "待确认")
     await run(wechat, "o-plain", [*NEW_RESIDENT, "是"])
-    assert "仅限社区工作人员" in await wechat.say("o-plain", "待确认")
+    assert "仅限相关工作人员" in await wechat.say("o-plain", "待确认")
     assert (await LinkRequest.get(account__openid="o-x")).status == LinkStatus.PENDING
 
 
