@@ -9,7 +9,7 @@ Staff entries and the community's own spreadsheet count as verified at once.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -148,7 +148,7 @@ async def decide(*, fact_id: int, by_id: int, approve: bool, now: datetime, reas
         if not approve and not reason.strip():
             raise UserFacingError("不通过时请写明原因，居民会看到。")
         fact.state = FactState.VERIFIED if approve else FactState.REJECTED
-        fact.decided_by_id = by_id  # type: ignore[attr-defined]
+        fact.decided_by_id = by_id
         fact.decided_at = now
         fact.reason = reason.strip()[:100]
         await fact.save(update_fields=["state", "decided_by_id", "decided_at", "reason"])
@@ -163,7 +163,7 @@ async def end_status(*, fact_id: int, by_id: int, now: datetime, reason: str) ->
             raise NotFound("没有找到这条信息。")
         if fact.state in LIVE_STATES:
             fact.state = FactState.ENDED
-            fact.decided_by_id = by_id  # type: ignore[attr-defined]
+            fact.decided_by_id = by_id
             fact.decided_at = now
             fact.reason = reason.strip()[:100]
             await fact.save(update_fields=["state", "decided_by_id", "decided_at", "reason"])
@@ -176,13 +176,14 @@ async def live_facts(resident_id: int) -> list[ResidentFact]:
 
 async def verified_statuses(resident_id: int) -> set[str]:
     """The statuses that count: verified ones only."""
-    return set(await ResidentFact.filter(
+    codes = await ResidentFact.filter(
         resident_id=resident_id, state=FactState.VERIFIED
-    ).exclude(code=BIRTH_DATE).values_list("code", flat=True))
+    ).exclude(code=BIRTH_DATE).values_list("code", flat=True)
+    return {str(code) for code in codes}
 
 
 async def verified_birth_date(resident_id: int) -> date | None:
-    value = await ResidentFact.filter(
+    value: Any = await ResidentFact.filter(
         resident_id=resident_id, code=BIRTH_DATE, state=FactState.VERIFIED
     ).order_by("-id").first().values_list("value", flat=True)
     return date.fromisoformat(value) if value else None

@@ -45,7 +45,7 @@ class AuditLog(Model):
     )
     action = fields.CharField(max_length=32)  # view | view_sensitive | export | verify | erase | grant...
     purpose = fields.CharField(max_length=PURPOSE_MAX, default="")
-    detail = fields.JSONField(default=dict)
+    detail: dict[str, Any] = fields.JSONField(default=dict)
     at = fields.DatetimeField(db_index=True)
 
     class Meta:
@@ -180,7 +180,7 @@ async def erase(*, request_id: int, by_id: int | None, now: datetime, by_label: 
         resident.erased_at = now
         await resident.save(update_fields=fields_changed)
         request.status = RequestStatus.DONE
-        request.handled_by_id = by_id  # type: ignore[attr-defined]
+        request.handled_by_id = by_id
         request.handled_at = now
         request.outcome = Erasure(removed, [f"姓名和联系方式（{k}）" for k in kept]).summary()
         await request.save(update_fields=["status", "handled_by_id", "handled_at", "outcome"])

@@ -73,7 +73,7 @@ class Action(Model):
     )
     action = fields.CharField(max_length=48)
     channel = fields.CharField(max_length=8)  # oa | mp | chat | api | cli
-    detail = fields.JSONField(default=dict)
+    detail: dict[str, Any] = fields.JSONField(default=dict)
     at = fields.DatetimeField()
 
     class Meta:
@@ -137,7 +137,7 @@ async def decide_link(*, link_id: int, by_id: int, how: str, approve: bool, now:
             return link
         link.status = ProxyStatus.ACTIVE if approve else ProxyStatus.REJECTED
         link.decided_at = now
-        link.decided_by_id = by_id  # type: ignore[attr-defined]
+        link.decided_by_id = by_id
         link.confirmed_how = how if approve else ""
         await link.save(update_fields=["status", "decided_at", "decided_by_id", "confirmed_how"])
         return link
@@ -152,7 +152,7 @@ async def end_link(*, link_id: int, by_id: int | None, now: datetime) -> ProxyLi
         if link.status in (ProxyStatus.PENDING, ProxyStatus.ACTIVE):
             link.status = ProxyStatus.ENDED
             link.ended_at = now
-            link.ended_by_id = by_id  # type: ignore[attr-defined]
+            link.ended_by_id = by_id
             await link.save(update_fields=["status", "ended_at", "ended_by_id"])
         return link
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -175,7 +175,8 @@ async def active_roles(resident_id: int) -> list[StaffRole]:
 
 
 async def role_codes(resident_id: int) -> set[str]:
-    return set(await StaffRole.filter(resident_id=resident_id, revoked_at=None).values_list("role", flat=True))
+    codes = await StaffRole.filter(resident_id=resident_id, revoked_at=None).values_list("role", flat=True)
+    return {str(code) for code in codes}
 
 
 async def scope_place(kind: str, scope_id: int | None) -> tuple[Place, str]:
@@ -200,7 +201,7 @@ async def scope_place(kind: str, scope_id: int | None) -> tuple[Place, str]:
         model = Canteen if kind == Scope.CANTEEN else Shop
         place = await model.get_or_none(id=scope_id).prefetch_related("community")
         if place:
-            return Place(place.community.sub_district_id, place.community_id), place.name  # type: ignore[attr-defined]
+            return Place(place.community.sub_district_id, place.community.id), place.name  # type: ignore[attr-defined]
     elif kind == Scope.DEPARTMENT:
         dept = await Department.get_or_none(id=scope_id)
         if dept:
@@ -210,10 +211,11 @@ async def scope_place(kind: str, scope_id: int | None) -> tuple[Place, str]:
 
 async def resident_place(resident: Resident) -> Place:
     """Where a resident lives, for scope checks."""
-    grid_id = None
+    grid_id: Any = None
     if resident.building_id is not None:  # type: ignore[attr-defined]
         grid_id = await Building.filter(id=resident.building_id).first().values_list("grid_id", flat=True)  # type: ignore[attr-defined]
-    sub_id = await Community.filter(id=resident.community_id).first().values_list("sub_district_id", flat=True)  # type: ignore[attr-defined]
+    sub_id: Any = await Community.filter(id=resident.community_id).first().values_list(  # type: ignore[attr-defined]
+        "sub_district_id", flat=True)
     return Place(sub_id, resident.community_id, grid_id)  # type: ignore[attr-defined]
 
 
