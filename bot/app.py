@@ -11,12 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from tortoise import connections
 
+from bot.api import Limiter, add_api
 from bot.clock import Clock
 from bot.config import Config
 from bot.db import close_db, init_db
 from bot.engine import Engine, Flow, Inbound
 from bot.gateway import Gateway
 from bot.services import Services, open_services
+from handlers import API_ROUTERS
 from models.outbox import backlog
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ SERVICES = web.AppKey("services", Services)
 STORE = web.AppKey("store", Redis)
 ENGINE = web.AppKey("engine", Engine)
 GATEWAY = web.AppKey("gateway", Gateway)
+LIMITER = web.AppKey("limiter", Limiter)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -91,6 +94,8 @@ def create_app(config: Config, *, clock: Clock | None = None, flows: list[Flow] 
     app.cleanup_ctx.append(functools.partial(_services, flows=flows))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app[LIMITER] = Limiter(config)
+    add_api(app, [route for router in API_ROUTERS for route in router.routes], SERVICES, LIMITER)
 
     if config.wechat.token:
         async def wechat_get(request: web.Request) -> web.Response:

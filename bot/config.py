@@ -104,6 +104,15 @@ class ConversationConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    session_hours: int = 72  # a mini-program session token lives this long
+    login_per_minute: int = 20  # logins per client IP per minute
+    writes_per_minute: int = 30  # writes per session per minute
+    writes_per_minute_ip: int = 300  # writes per client IP per minute (a shared NAT: many people)
+    trust_forwarded_for: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     json: bool = True
@@ -119,6 +128,7 @@ class Config:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     community: CommunityConfig = field(default_factory=CommunityConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -227,6 +237,9 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("config key conversation.idle_minutes: must be at least 1")
     if cfg.conversation.prompt_days < 1:
         raise ConfigError("config key conversation.prompt_days: must be at least 1")
+    for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):
+        if getattr(cfg.api, name) < 1:
+            raise ConfigError(f"config key api.{name}: must be at least 1")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("config key logging.level: one of DEBUG, INFO, WARNING, ERROR")
 

@@ -11,3 +11,11 @@ ROUTERS: list[Flow] = [
     binding.unbinding,
 ]
 WELCOME = menu.WELCOME
+
+# The mini-program API views (/api/v1), one router per flow module.
+from bot.api import ApiRouter  # noqa: E402
+from handlers import api_identity  # noqa: E402
+
+API_ROUTERS: list[ApiRouter] = [
+    api_identity.router,
+]

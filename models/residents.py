@@ -343,3 +343,63 @@ async def unbind(openid: str, now: datetime) -> bool:
             account.resident_id = None
             await account.save(update_fields=["resident_id"])
         return was_bound or bool(withdrawn)
+
+
+# ---------------------------------------------------------------------------- one person, many openids
+
+
+async def learn_unionid(*, account_id: int, unionid: str, now: datetime) -> WechatAccount:
+    """Record the unionid WeChat gave for an account; link accounts of the same person.
+
+    An unbound account joins the resident of a bound account with the same unionid; never the
+    other way round (an account already bound stays with its record).
+    """
+    async with in_transaction():
+        account = await WechatAccount.select_for_update().get(id=account_id)
+        changed = []
+        if unionid and account.unionid != unionid:
+            account.unionid = unionid[:64]
+            changed.append("unionid")
+        if unionid and account.resident_id is None:  # type: ignore[attr-defined]
+            sibling = await WechatAccount.filter(unionid=unionid, resident_id__not_isnull=True).exclude(
+                id=account.id).order_by("id").first()
+            if sibling is not None:
+                account.resident_id = sibling.resident_id  # type: ignore[attr-defined]
+                changed.append("resident_id")
+        if changed:
+            await account.save(update_fields=changed)
+        return account
+
+
+async def mp_login(*, openid: str, unionid: str | None, now: datetime) -> WechatAccount:
+    """The mini-program account behind a wx.login, linked by unionid when WeChat gives one."""
+    account = await get_or_create_account(openid, "mp", now)
+    account.last_seen_at = now
+    await account.save(update_fields=["last_seen_at"])
+    if unionid:
+        account = await learn_unionid(account_id=account.id, unionid=unionid, now=now)
+    return account
+
+
+async def link_verified_mobile(*, account_id: int, mobile: str, now: datetime) -> Resident | None:
+    """A number WeChat verified for this account: bind to the record with that mobile, if any.
+
+    The verified number is proof enough that the person is that record's holder; a typed one is
+    not (that goes through the grid worker, see ``bind``).
+    """
+    async with in_transaction():
+        account = await WechatAccount.select_for_update().get(id=account_id)
+        account.verified_mobile = mobile
+        fields_changed = ["verified_mobile"]
+        resident = None
+        if account.resident_id is None:  # type: ignore[attr-defined]
+            resident = await Resident.get_or_none(mobile=mobile, erased_at=None)
+            if resident is not None:
+                account.resident_id = resident.id
+                fields_changed.append("resident_id")
+                await LinkRequest.filter(account_id=account.id, status=LinkStatus.PENDING).update(
+                    status=LinkStatus.CANCELLED, decided_at=now)
+        else:
+            resident = await Resident.get_or_none(id=account.resident_id)  # type: ignore[attr-defined]
+        await account.save(update_fields=fields_changed)
+        return resident

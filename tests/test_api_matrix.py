@@ -1,0 +1,201 @@
+"""The authorization matrix of /api/v1: every endpoint × every kind of caller, from one table.
+
+Each row names an endpoint, the object it is called on, and the status each caller must get on a
+freshly built world. A test checks that the table covers every registered endpoint, so a new
+endpoint cannot be added without deciding who may call it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bot.api import create_session
+from bot.app import SERVICES
+from handlers import API_ROUTERS
+from models.facts import declare
+from models.places import Building, Community, SubDistrict
+from models.privacy import request_deletion
+from models.proxies import decide_link, request_link
+from models.residents import Resident, WechatAccount
+from models.roles import Role, StaffRole, grant
+
+NOW = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+ACTORS = ("anon", "unbound", "self", "elder", "stranger", "grid", "grid_other", "staff", "staff_other",
+          "subdistrict", "admin", "volunteer")
+_numbers = itertools.count(1)
+
+
+@dataclass
+class World:
+    tokens: dict[str, str] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)
+    fake: Any = None
+
+
+async def _person(name: str, mobile: str, building: str, unit: str = "1", room: str = "101") -> Resident:
+    b = await Building.get(name=building)
+    return await Resident.create(name=name, mobile=mobile, community_id=b.community_id, building=b,  # type: ignore[attr-defined]
+                                 unit=unit, room=room, status="verified", source="staff", created_at=NOW)
+
+
+async def _session(client: Any, world: World, actor: str, resident: Resident | None) -> None:
+    account = await WechatAccount.create(openid=f"mp-{actor}", channel="mp", resident=resident, created_at=NOW)
+    world.tokens[actor] = await create_session(client.app[SERVICES].store, account, 1)
+
+
+async def build_world(client: Any) -> World:
+    """demo data plus: A (self) acts for 王秀兰 (elder); a stranger in the other community; staff."""
+    world = World(fake=client.app[SERVICES].fake)
+    mijia = await Community.get(name="米家社区")
+    xinqiu = await Community.get(name="新邱社区")
+    sub = await SubDistrict.get()
+    elder = await Resident.get(name="王秀兰")
+    me = await _person("刘小红", "13912340001", "1号楼", room="102")
+    stranger = await _person("陈路人", "13912340002", "东1栋")
+    other_staff = await _person("吴社工", "13912340003", "东2栋")
+    sub_staff = await _person("郑街道", "13912340004", "西1栋")
+    admin = await _person("钱管理", "13912340005", "西2栋")
+    await grant(resident_id=other_staff.id, role=Role.COMMUNITY_STAFF, scope_id=xinqiu.id, now=NOW)
+    await grant(resident_id=sub_staff.id, role=Role.SUBDISTRICT_STAFF, scope_id=sub.id, now=NOW)
+    await grant(resident_id=admin.id, role=Role.ADMIN, scope_id=None, now=NOW)
+    link, _ = await request_link(proxy_id=me.id, elder_id=elder.id, relation="子女", now=NOW)
+    await decide_link(link_id=link.id, by_id=elder.id, how="elder", approve=True, now=NOW)
+    pending_link, _ = await request_link(proxy_id=stranger.id, elder_id=elder.id, relation="亲属", now=NOW)
+    fact = await declare(resident_id=elder.id, code="dibao", now=NOW, by_id=elder.id)
+    data_request, _ = await request_deletion(resident_id=elder.id, by_id=elder.id, now=NOW)
+    volunteer = await Resident.get(name="孙志愿")
+    volunteer_grant = await StaffRole.get(resident_id=volunteer.id, role=Role.VOLUNTEER)
+    people = {
+        "unbound": None, "self": me, "elder": elder, "stranger": stranger,
+        "grid": await Resident.get(name="李网格"), "grid_other": await Resident.get(name="赵网格"),
+        "staff": await Resident.get(name="周社工"), "staff_other": other_staff, "subdistrict": sub_staff,
+        "admin": admin, "volunteer": volunteer,
+    }
+    for actor, person in people.items():
+        await _session(client, world, actor, person)
+    world.ids = {"elder": elder.id, "me": me.id, "link": link.id, "pending_link": pending_link.id,
+                 "fact": fact.id, "data_request": data_request.id, "grant": volunteer_grant.id,
+                 "mijia": mijia.id, "building": (await Building.get(name="3号楼")).id}
+    return world
+
+
+# Expected statuses. Readers: the person, their proxy, staff who see residents in scope.
+# Writers: the person, their proxy, staff whose role verifies in scope.
+def everyone(ok: int, *, anon: int = 401, unbound: int | None = None) -> dict[str, int]:
+    row = dict.fromkeys(ACTORS, ok)
+    row["anon"] = anon
+    if unbound is not None:
+        row["unbound"] = unbound
+    return row
+
+
+def only(ok: int, *allowed: str, denied: int = 404) -> dict[str, int]:
+    row = dict.fromkeys(ACTORS, denied)
+    row.update(anon=401, unbound=409)
+    row.update(dict.fromkeys(allowed, ok))
+    return row
+
+
+READERS = ("self", "elder", "grid", "staff", "subdistrict", "admin")
+WRITERS = ("self", "elder", "staff", "subdistrict")
+VERIFIERS = ("staff", "subdistrict")
+
+
+Body = Callable[[World], Any]
+
+
+@dataclass
+class Row:
+    method: str
+    path: str
+    expect: dict[str, int]
+    target: dict[str, str] = field(default_factory=dict)  # path parameter → world id
+    body: Body | None = None
+
+
+def _login_body(world: World) -> dict[str, str]:
+    code = f"matrix-login-{next(_numbers)}"
+    world.fake.add_login_code(code, f"mp-new-{code}", None)
+    return {"code": code}
+
+
+def _phone_body(world: World) -> dict[str, Any]:
+    code = f"matrix-phone-{next(_numbers)}"
+    world.fake.add_phone_code(code, f"139{next(_numbers):08d}")
+    return {"code": code, "consent": True}
+
+
+TABLE: list[Row] = [
+    Row("POST", "/auth/login", everyone(200, anon=200), body=_login_body),
+    Row("POST", "/auth/phone", everyone(200), body=_phone_body),
+    Row("POST", "/auth/logout", everyone(204)),
+    Row("GET", "/me", everyone(200)),
+    Row("GET", "/buildings", everyone(200)),
+    Row("POST", "/me/binding", everyone(409) | {"anon": 401, "unbound": 201},
+        body=lambda w: {"consent": True, "name": "新居民", "mobile": "13977776666",
+                        "building_id": w.ids["building"], "unit": "1", "room": "909"}),
+    Row("DELETE", "/me/binding", everyone(204)),
+    Row("GET", "/residents", everyone(200, unbound=409)),
+    Row("GET", "/residents/{resident_id}", only(200, *READERS), {"resident_id": "elder"}),
+    Row("PATCH", "/residents/{resident_id}", only(200, *WRITERS), {"resident_id": "elder"},
+        body=lambda w: {"mobility": "delivery"}),
+    Row("GET", "/residents/{resident_id}/facts", only(200, *READERS), {"resident_id": "elder"}),
+    Row("POST", "/residents/{resident_id}/facts", only(201, *WRITERS), {"resident_id": "elder"},
+        body=lambda w: {"code": "lives_alone"}),
+    Row("POST", "/facts/{fact_id}/decision", only(200, *VERIFIERS), {"fact_id": "fact"},
+        body=lambda w: {"approve": True}),
+    Row("GET", "/residents/{resident_id}/actions", only(200, *READERS), {"resident_id": "elder"}),
+    Row("GET", "/proxy-links", everyone(200, unbound=409)),
+    Row("POST", "/proxy-links", everyone(202, unbound=409) | {"elder": 409},
+        body=lambda w: {"elder_name": "王秀兰", "elder_mobile": "13904180011", "relation": "子女"}),
+    # the pending link asks the elder; the asking side (the stranger) cannot confirm it
+    Row("POST", "/proxy-links/{link_id}/decision", only(200, "elder", "grid", *VERIFIERS) | {"stranger": 409},
+        {"link_id": "pending_link"}, body=lambda w: {"approve": True}),
+    Row("DELETE", "/proxy-links/{link_id}", only(200, "self", "elder", "grid", *VERIFIERS), {"link_id": "link"}),
+    Row("GET", "/me/consents", everyone(200)),
+    Row("POST", "/me/consents", everyone(201), body=lambda w: {"accept": True}),
+    Row("POST", "/residents/{resident_id}/data-requests", only(201, "self", "elder"), {"resident_id": "elder"},
+        body=lambda w: {"kind": "deletion"}),
+    Row("GET", "/data-requests", everyone(200, unbound=409)),
+    Row("POST", "/data-requests/{request_id}/erase", only(200, *VERIFIERS), {"request_id": "data_request"},
+        body=lambda w: {"confirm": True}),
+    Row("DELETE", "/data-requests/{request_id}", only(200, "self", "elder"), {"request_id": "data_request"}),
+    Row("GET", "/staff", everyone(200, unbound=409)),
+    Row("POST", "/staff", only(201, "staff", "subdistrict", "admin"),
+        body=lambda w: {"resident_id": w.ids["me"], "role": "volunteer", "scope_id": w.ids["mijia"]}),
+    Row("DELETE", "/staff/{grant_id}", only(200, "staff", "subdistrict", "admin"), {"grant_id": "grant"}),
+]
+
+CASES = [pytest.param(row, actor, id=f"{row.method} {row.path} as {actor}") for row in TABLE for actor in ACTORS]
+
+
+def test_every_endpoint_has_a_row() -> None:
+    registered = {(r.method, r.path) for router in API_ROUTERS for r in router.routes}
+    tabled = [(row.method, row.path) for row in TABLE]
+    assert len(tabled) == len(set(tabled)), "an endpoint has two rows"
+    assert registered - set(tabled) == set(), "endpoints without a row in the authorization matrix"
+    assert set(tabled) - registered == set(), "rows for endpoints that do not exist"
+    for row in TABLE:
+        assert set(row.expect) == set(ACTORS), f"{row.method} {row.path} does not name every caller"
+
+
+@pytest.mark.parametrize(("row", "actor"), CASES)
+async def test_authorization(client: Any, demo: None, row: Row, actor: str) -> None:
+    world = await build_world(client)
+    path = row.path
+    for name, ref in row.target.items():
+        path = path.replace("{" + name + "}", str(world.ids[ref]))
+    headers = {"Authorization": f"Bearer {world.tokens[actor]}"} if actor != "anon" else {}
+    body = row.body(world) if row.body else None
+    resp = await client.request(row.method, "/api/v1" + path, json=body, headers=headers)
+    text = await resp.text()
+    assert resp.status == row.expect[actor], f"{row.method} {path} as {actor}: {resp.status} {text}"
+    if resp.status == 404:
+        # a forbidden object looks exactly like a missing one
+        assert (await resp.json())["error"] == "not_found"
