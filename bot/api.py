@@ -41,7 +41,14 @@ BODY_MAX = 64 * 1024
 
 
 class Strict(BaseModel):
-    """Base of request bodies: unknown fields are refused, text is trimmed."""
+    """Base of request bodies: unknown fields are refused, types are not coerced (0 is not
+    false, "5" is not 5), text is trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+
+
+class Query(BaseModel):
+    """Base of query parameters: they arrive as text, so numbers and flags are parsed from it."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from bot.api import ApiError, ApiRequest, ApiRouter, Strict, create_session, end_session, not_found
+from bot.api import ApiError, ApiRequest, ApiRouter, Query, Strict, create_session, end_session, not_found
 from bot.wxclient import WeChatAPIError, WeChatUnavailable
 from models.errors import UserFacingError
 from models.facts import (
@@ -205,11 +205,11 @@ class BuildingList(BaseModel):
     items: list[BuildingOut]
 
 
-class BuildingQuery(Strict):
+class BuildingQuery(Query):
     community_id: Id | None = None
 
 
-class ResidentQuery(Strict):
+class ResidentQuery(Query):
     q: str | None = Field(default=None, max_length=20, description="name or mobile")
     building_id: Id | None = None
     purpose: str = Field(default="", max_length=100, description="why staff look (recorded in the audit log)")
@@ -217,7 +217,7 @@ class ResidentQuery(Strict):
     offset: int = Field(default=0, ge=0, le=100_000)
 
 
-class PurposeQuery(Strict):
+class PurposeQuery(Query):
     purpose: str = Field(default="", max_length=100, description="why staff look (recorded in the audit log)")
 
 
@@ -314,14 +314,9 @@ class GrantIn(Strict):
     scope_id: Id | None = Field(default=None, description="the grid, community, canteen... id (none for admin)")
 
 
-class StaffQuery(Strict):
+class StaffQuery(Query):
     role: ROLE_CODES | None = None  # type: ignore[valid-type]
     include_revoked: bool = False
-
-    @field_validator("include_revoked", mode="before")
-    @classmethod
-    def _flag(cls, value: object) -> object:
-        return {"true": True, "1": True, "false": False, "0": False}.get(str(value).lower(), value)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -545,7 +540,8 @@ async def unbind_me(req: ApiRequest) -> None:
 # ---------------------------------------------------------------------------- residents
 
 
-@router.route("GET", "/residents", summary="Residents I may see", query=ResidentQuery, response=ResidentList)
+@router.route("GET", "/residents", summary="Residents I may see", query=ResidentQuery, response=ResidentList,
+              errors=(409,))
 async def list_residents(req: ApiRequest) -> ResidentList:
     """Staff: the residents of their scope (masked). Others: themselves and the elders they act for."""
     actor = await req.bound_actor()
@@ -555,7 +551,10 @@ async def list_residents(req: ApiRequest) -> ResidentList:
     if q.building_id is not None:
         query = query.filter(building_id=q.building_id)
     if q.q:
-        query = query.filter(mobile=q.q) if q.q.isdigit() else query.filter(name__contains=q.q)
+        if q.q.isascii() and q.q.isdigit():
+            query = query.filter(mobile=q.q) if len(q.q) == 11 else query.filter(id=0)
+        else:
+            query = query.filter(name__contains=q.q)
     if not roles:
         ids = [actor.id] + [e.id for e in await elders_of(actor.id)]
         query = query.filter(id__in=ids)
@@ -853,7 +852,8 @@ async def list_staff(req: ApiRequest) -> GrantList:
     return GrantList(items=items)
 
 
-@router.route("POST", "/staff", summary="Grant a role", body=GrantIn, response=GrantOut, status=201, errors=(409,))
+@router.route("POST", "/staff", summary="Grant a role", body=GrantIn, response=GrantOut, status=201,
+              errors=(404, 409))
 async def post_staff(req: ApiRequest) -> GrantOut:
     """Within the caller's scope and among the roles the caller's role may grant; recorded with who
     granted it. Granting what exists returns the existing grant."""
