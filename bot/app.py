@@ -17,6 +17,7 @@ from bot.config import Config
 from bot.db import close_db, init_db
 from bot.engine import Engine, Flow, Inbound
 from bot.gateway import Gateway
+from bot.identity import UnionidLearner
 from bot.services import Services, open_services
 from handlers import API_ROUTERS
 from models.outbox import backlog
@@ -51,10 +52,18 @@ async def _services(app: web.Application, flows: list[Flow] | None) -> AsyncIter
             if inbound.kind != "event" or inbound.event in ("subscribe", "scan", "click"):
                 fake.interact(inbound.openid, kind=kind)
 
+        learner = UnionidLearner(services.client, services.store, app[CLOCK])
+
+        def inbound_seen(inbound: Inbound) -> None:
+            if fake is not None:
+                interacted(inbound)
+            learner.seen(inbound)
+
         app[GATEWAY] = Gateway(app[CONFIG].wechat, services.engine, services.store, app[CLOCK],
-                               metrics=services.metrics, on_inbound=interacted if fake is not None else None)
+                               metrics=services.metrics, on_inbound=inbound_seen)
         yield
         await app[GATEWAY].close()
+        await learner.close()
 
 
 async def healthz(request: web.Request) -> web.Response:
