@@ -146,7 +146,6 @@ async def test_writes_and_logins_are_rate_limited(aiohttp_client: Any, config: A
     limited = await client.post("/api/v1/auth/login", json={"code": "x"})
     assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
     assert (await limited.json())["error"] == "rate_limited"
-    mp = MiniProgram(client, "mp-rate")
     client.app[SERVICES].fake.add_login_code("ok-code", "mp-rate", None)
     # a login is a write from the same address: this one is over the login limit too
     assert (await client.post("/api/v1/auth/login", json={"code": "ok-code"})).status == 429
