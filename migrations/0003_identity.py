@@ -127,12 +127,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Building',
             name='qr_ticket',
-            field=fields.CharField(default='', max_length=200),
+            field=fields.CharField(default='', db_default='', max_length=200),
         ),
         ops.AddField(
             model_name='Building',
             name='qr_url',
-            field=fields.CharField(default='', max_length=200),
+            field=fields.CharField(default='', db_default='', max_length=200),
         ),
         ops.AddField(
             model_name='Resident',
@@ -142,12 +142,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Resident',
             name='health_note',
-            field=fields.CharField(default='', max_length=200),
+            field=fields.CharField(default='', db_default='', max_length=200),
         ),
         ops.AddField(
             model_name='Resident',
             name='mobility',
-            field=fields.CharField(default='', max_length=16),
+            field=fields.CharField(default='', db_default='', max_length=16),
         ),
         ops.AlterModelOptions(
             name='StaffRole',
@@ -171,7 +171,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='StaffRole',
             name='granted_by_label',
-            field=fields.CharField(default='', max_length=64),
+            field=fields.CharField(default='', db_default='', max_length=64),
         ),
         ops.AddField(
             model_name='StaffRole',
@@ -186,7 +186,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='StaffRole',
             name='revoked_by_label',
-            field=fields.CharField(default='', max_length=64),
+            field=fields.CharField(default='', db_default='', max_length=64),
         ),
         ops.AddField(
             model_name='StaffRole',
@@ -196,7 +196,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='StaffRole',
             name='scope_kind',
-            field=fields.CharField(default='community', max_length=16),
+            field=fields.CharField(default='community', db_default='community', max_length=16),
         ),
         ops.AddField(
             model_name='StaffRole',
@@ -230,7 +230,7 @@ class Migration(migrations.Migration):
             name='verified_mobile',
             field=fields.CharField(null=True, max_length=11),
         ),
-        # Grants made before scopes were recorded: grid workers by grid, the others by community.
+            # Grants made before scopes were recorded: grid workers by grid, the others by community.
         ops.RunSQL([
             "UPDATE staff_role SET scope_kind = 'grid', scope_id = grid_id WHERE grid_id IS NOT NULL",
             "UPDATE staff_role SET scope_kind = 'community', scope_id = community_id WHERE grid_id IS NULL",

@@ -46,8 +46,8 @@ class Building(Model):
         "linli.Grid", related_name="buildings", on_delete=fields.RESTRICT
     )
     # the permanent parametric QR code of its stairwell poster (created once, reused)
-    qr_ticket = fields.CharField(max_length=200, default="")
-    qr_url = fields.CharField(max_length=200, default="")
+    qr_ticket = fields.CharField(max_length=200, default="", db_default="")
+    qr_url = fields.CharField(max_length=200, default="", db_default="")
 
     class Meta:
         table = "building"

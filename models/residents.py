@@ -71,9 +71,9 @@ class Resident(Model):
     room = fields.CharField(max_length=ROOM_MAX, default="")
     status = fields.CharField(max_length=16, default=ResidentStatus.PENDING)
     source = fields.CharField(max_length=16, default="self")  # self | staff | import
-    mobility = fields.CharField(max_length=16, default=Mobility.UNKNOWN)
+    mobility = fields.CharField(max_length=16, default=Mobility.UNKNOWN, db_default=Mobility.UNKNOWN)
     # sensitive: what a grid worker should know on a door visit (set by staff)
-    health_note = fields.CharField(max_length=200, default="")
+    health_note = fields.CharField(max_length=200, default="", db_default="")
     created_at = fields.DatetimeField()
     verified_at = fields.DatetimeField(null=True)
     erased_at = fields.DatetimeField(null=True)  # personal data removed on request or by retention

@@ -135,7 +135,7 @@ class StaffRole(Model):
         "linli.Resident", related_name="roles", on_delete=fields.CASCADE
     )
     role = fields.CharField(max_length=32)
-    scope_kind = fields.CharField(max_length=16, default=Scope.COMMUNITY)
+    scope_kind = fields.CharField(max_length=16, default=Scope.COMMUNITY, db_default=Scope.COMMUNITY)
     scope_id = fields.IntField(null=True)
     # the places above the scope, copied at grant time so scope checks need no joins
     sub_district: fields.ForeignKeyNullableRelation[SubDistrict] = fields.ForeignKeyField(
@@ -150,13 +150,13 @@ class StaffRole(Model):
     granted_by: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="grants_made", null=True, on_delete=fields.SET_NULL
     )
-    granted_by_label = fields.CharField(max_length=64, default="")
+    granted_by_label = fields.CharField(max_length=64, default="", db_default="")
     granted_at = fields.DatetimeField(null=True)  # null only for grants made before it was recorded
     revoked_at = fields.DatetimeField(null=True)
     revoked_by: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="grants_revoked", null=True, on_delete=fields.SET_NULL
     )
-    revoked_by_label = fields.CharField(max_length=64, default="")
+    revoked_by_label = fields.CharField(max_length=64, default="", db_default="")
 
     class Meta:
         table = "staff_role"
