@@ -9,6 +9,7 @@ import multiprocessing
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -84,6 +85,63 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Load a demo sub-district: two communities, grids, "
                           "buildings, a canteen, staff and volunteers. Safe to run twice.")
     _config_arg(demo)
+
+    from bot.staff_cli import add_staff_parser
+
+    add_staff_parser(sub, _config_arg)
+
+    residents = sub.add_parser("residents", help="import and export the community's resident spreadsheet",
+                               description="Import and export the residents spreadsheet community staff keep.")
+    _config_arg(residents)
+    res_sub = residents.add_subparsers(dest="residents_command", required=True, metavar="RESIDENTS_COMMAND")
+    res_import = res_sub.add_parser(
+        "import", help="import residents from an .xlsx or .csv file (all rows or none)",
+        description="Import residents from an .xlsx or .csv file (UTF-8 or GBK), columns found by "
+        "their Chinese header: 姓名 手机号 社区 楼栋 [单元 房间号 出生日期 身份状况 行动能力 健康备注]. "
+        "Every row is checked first; one bad row imports nothing and every bad row is listed by "
+        "line. Residents are matched by mobile. Exit 0 imported, 1 the file was refused, 2 usage.")
+    _config_arg(res_import)
+    res_import.add_argument("file", type=Path, metavar="FILE", help="the .xlsx or .csv file")
+    res_import.add_argument("--by", required=True, metavar="MOBILE",
+                            help="mobile of the staff member importing (community or sub-district staff)")
+    res_import.add_argument("--dry-run", action="store_true", help="check and say what would change; write nothing")
+    res_export = res_sub.add_parser(
+        "export", help="export the residents in your scope (same columns as import)",
+        description="Write the residents in the exporter's scope to a new .xlsx or .csv file, in the "
+        "columns import reads. Sensitive statuses and health notes are masked unless the exporter's "
+        "role sees them. Each export is recorded in the audit log.")
+    _config_arg(res_export)
+    res_export.add_argument("--by", required=True, metavar="MOBILE", help="mobile of the staff member exporting")
+    res_export.add_argument("--out", type=Path, metavar="FILE",
+                            help="file to create (default: residents-YYYYMMDD.xlsx); never overwritten")
+    res_export.add_argument("--format", choices=("xlsx", "csv"), help="file format (default: from --out, else xlsx)")
+    res_export.add_argument("--community", metavar="NAME", help="only this community")
+    res_export.add_argument("--purpose", metavar="TEXT", help="why, for the audit log (default: residents export)")
+
+    privacy = sub.add_parser("privacy", help="personal-data retention",
+                             description="Personal-data retention (periods in [privacy]).")
+    _config_arg(privacy)
+    privacy_sub = privacy.add_subparsers(dest="privacy_command", required=True, metavar="PRIVACY_COMMAND")
+    sweep = privacy_sub.add_parser(
+        "sweep", help="delete what outlived its retention period now, and print the counts",
+        description="Run the daily retention sweep once: delete or anonymise what outlived its "
+        "period in [privacy] (sent messages, answered prompts, decided binding requests, unbound "
+        "accounts, old audit rows, names kept past a deletion) and print how many of each.")
+    _config_arg(sweep)
+
+    qr = sub.add_parser("qr", help="WeChat QR codes to print", description="WeChat QR codes to print.")
+    _config_arg(qr)
+    qr_sub = qr.add_subparsers(dest="qr_command", required=True, metavar="QR_COMMAND")
+    posters = qr_sub.add_parser(
+        "buildings", help="an A4 stairwell poster per building: scanning it starts binding there",
+        description="Create each building's permanent WeChat QR code (stored, so running again "
+        "reuses it) and draw an A4 poster per building: the code, the community and building, and "
+        "how to use it. Without wechat.appid/secret the codes come from the built-in fake WeChat "
+        "API: the posters show the layout only and nothing is stored.")
+    _config_arg(posters)
+    posters.add_argument("--community", metavar="NAME", help="only this community's buildings")
+    posters.add_argument("--format", choices=("png", "pdf"), default="png", help="file format (default: png)")
+    posters.add_argument("--out", metavar="DIR", default="posters", help="folder for the files (default: ./posters)")
     return parser
 
 
@@ -114,8 +172,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return asyncio.run(demo(config))
+        if args.command == "residents":
+            from bot.residents_io import export_command, import_command
+
+            if args.residents_command == "import":
+                return asyncio.run(import_command(config, args.file, by=args.by, dry_run=args.dry_run,
+                                                  now=Clock().now()))
+            return asyncio.run(export_command(config, by=args.by, out=args.out, fmt=args.format,
+                                              community=args.community, purpose=args.purpose, now=Clock().now()))
         if args.command == "wechat":
             return asyncio.run(wechat_command(config, args.wechat_command))
+        if args.command == "staff":
+            from bot.staff_cli import staff_command
+
+            return asyncio.run(staff_command(config, args))
+        if args.command == "privacy":
+            return asyncio.run(privacy_sweep(config))
+        if args.command == "qr":
+            from bot.posters import qr_buildings
+
+            return asyncio.run(qr_buildings(config, community=args.community, fmt=args.format,
+                                            out=Path(args.out)))
     except SchemaOutdated as exc:
         print(f"linli: {exc}", file=sys.stderr)
         return 2
@@ -202,7 +279,7 @@ async def chat(config: Config, openid: str) -> int:
     sending: asyncio.Task[None] | None = None
     try:
         async with open_services(config, Clock(), on_send=_print_push, only_openid=openid,
-                                 run_sender=False) as services:
+                                 run_sender=False, run_scheduler=True) as services:
             if uses_fake_wechat(config):
                 print("（未配置微信 appid/secret：推送消息发往内置的模拟微信接口，并显示在这里。）", flush=True)
             if interactive:
@@ -239,8 +316,9 @@ async def chat(config: Config, openid: str) -> int:
 
 
 async def wechat_command(config: Config, command: str) -> int:
-    from bot.wechat_setup import check_api, check_callback, check_credentials, check_menu, menu_problems
-    from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
+    from bot.role_menus import menu_command
+    from bot.wechat_setup import check_api, check_callback, check_credentials, check_menu
+    from bot.wxclient import WeChatClient
 
     if uses_fake_wechat(config):
         print("linli: wechat.appid and wechat.secret are needed to talk to WeChat", file=sys.stderr)
@@ -250,17 +328,8 @@ async def wechat_command(config: Config, command: str) -> int:
         client = WeChatClient(session, store, config.wechat, config.miniprogram)
         try:
             if command == "menu":
-                problems = menu_problems(config.wechat.menu)
-                if problems:
-                    print("linli: wechat.menu is not valid: " + "; ".join(problems), file=sys.stderr)
-                    return 2
-                try:
-                    await client.menu_create(config.wechat.menu)
-                except (WeChatAPIError, WeChatUnavailable) as exc:
-                    print(f"linli: publishing the menu failed: {exc}", file=sys.stderr)
-                    return 1
-                print(f"published the menu: {len(config.wechat.menu)} buttons")
-                return 0
+                # the default menu, then one menu per staff role and everyone's role tags
+                return await menu_command(client, config)
             checks = [*check_credentials(config), check_menu(config), *await check_api(client, config),
                       await check_callback(session, config)]
         finally:
@@ -270,6 +339,22 @@ async def wechat_command(config: Config, command: str) -> int:
     failed = [c for c in checks if not c.ok]
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed" if failed else "all checks passed")
     return 1 if failed else 0
+
+
+async def privacy_sweep(config: Config) -> int:
+    from bot.scheduler import run_retention
+
+    await ensure_schema(config.database)
+    await init_db(config.database)
+    try:
+        counts = await run_retention(config, Clock())
+    finally:
+        await close_db()
+    labels = {"messages": "messages", "prompts": "prompts", "link_requests": "link requests",
+              "unbound_accounts": "unbound accounts", "erased_residents": "erased residents anonymised",
+              "audit": "audit rows"}
+    print("retention sweep: " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items()))
+    return 0
 
 
 async def demo(config: Config) -> int:

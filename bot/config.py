@@ -13,7 +13,7 @@ import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -113,6 +113,31 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """How long personal data is kept (models.privacy.Retention), and when the daily sweep runs."""
+
+    audit_days: int = 1095  # access audit rows (PIPL keeps processing records at least 3 years)
+    messages_days: int = 180  # sent or failed outbox messages (network logs: at least 6 months)
+    prompts_days: int = 90  # closed or expired pending prompts
+    link_requests_days: int = 180  # decided or withdrawn binding requests
+    unbound_accounts_days: int = 365  # WeChat accounts never bound and not seen for this long
+    erased_residents_days: int = 365  # a name a hold kept past erasure: removed after this, once no hold remains
+    sweep_at: str = "03:30"  # daily, HH:MM in community.timezone
+
+    @property
+    def sweep_time(self) -> time:
+        return parse_hhmm(self.sweep_at)
+
+
+def parse_hhmm(text: str) -> time:
+    """'03:30' as a time; ValueError otherwise."""
+    hours, sep, minutes = text.strip().partition(":")
+    if not sep or not (hours.isdigit() and minutes.isdigit()) or len(minutes) != 2:
+        raise ValueError(f"expected HH:MM, got {text!r}")
+    return time(int(hours), int(minutes))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     json: bool = True
@@ -129,6 +154,7 @@ class Config:
     community: CommunityConfig = field(default_factory=CommunityConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -240,6 +266,16 @@ def validate_config(cfg: Config) -> None:
     for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):
         if getattr(cfg.api, name) < 1:
             raise ConfigError(f"config key api.{name}: must be at least 1")
+    for name in ("audit_days", "messages_days", "prompts_days", "link_requests_days",
+                 "unbound_accounts_days", "erased_residents_days"):
+        if getattr(cfg.privacy, name) < 1:
+            raise ConfigError(f"config key privacy.{name}: must be at least 1")
+    try:
+        cfg.privacy.sweep_time  # noqa: B018 - parsed here so a bad value stops the start
+    except ValueError:
+        raise ConfigError(
+            f"config key privacy.sweep_at: {cfg.privacy.sweep_at!r} is not a time of day like \"03:30\""
+        ) from None
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("config key logging.level: one of DEBUG, INFO, WARNING, ERROR")
 

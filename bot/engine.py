@@ -448,13 +448,28 @@ class Engine:
         turn = Turn(msg, {}, now, self.tz, self)
         account = await turn.account()
         event = msg.event
-        if event in ("subscribe", "subscribe_scan"):
-            account.subscribed = True
-            account.subscribed_at = now
+        if event in ("subscribe", "subscribe_scan", "scan"):
+            # A follow, possibly through a parametric QR code (the gateway strips "qrscene_"), or
+            # a follower scanning one (scan).
+            following = event != "scan"
+            fields = ["last_scene"]
+            if following:
+                account.subscribed = True
+                account.subscribed_at = now
+                fields += ["subscribed", "subscribed_at"]
             if msg.event_key:
                 account.last_scene = msg.event_key[:64]
-            await account.save(update_fields=["subscribed", "subscribed_at", "last_scene"])
-            return self.welcome + "\n" + await self._start(self.menu_flow, turn)
+            await account.save(update_fields=fields)
+            greeting = (self.welcome if following else "欢迎回来！") + "\n"
+            state = await self._load(msg.openid)
+            if state is not None and state["flow"] == self.menu_flow:
+                state = None  # only the menu was open: nothing to tell
+            if msg.event_key and await turn.actor() is None:
+                # Not bound yet: the binding flow reads the scene (a stairwell poster's code names
+                # the building) and sends a code it does not know on to the menu.
+                return await self._start(self.binding_flow, turn, prefix=greeting,
+                                         data={"scene": msg.event_key}, cancelled=state)
+            return await self._start(self.menu_flow, turn, prefix=greeting, cancelled=state)
         if event == "unsubscribe":
             account.subscribed = False
             account.unsubscribed_at = now
@@ -467,11 +482,6 @@ class Engine:
                 return "该功能暂未开放。回复“菜单”查看可办理的服务。"
             state = await self._load(msg.openid)
             return await self._start(flow.name, turn, cancelled=state)
-        if event == "scan":
-            if msg.event_key:
-                account.last_scene = msg.event_key[:64]
-                await account.save(update_fields=["last_scene"])
-            return "欢迎回来！回复“菜单”查看可办理的服务。"
         return ""  # view, location reports, template results...: nothing to say
 
     # -- running steps
@@ -518,6 +528,13 @@ class Engine:
         try:
             turn.answer = validate(question, turn.msg)
         except InvalidAnswer as exc:
+            # Not an answer here, but perhaps to a question pushed since this one was asked.
+            asked = datetime.fromisoformat(state["updated"])
+            newer = [p for p in await open_prompts(turn.msg.openid, turn.now)
+                     if p.delivered_at is not None and p.delivered_at >= asked]
+            answered = await self._answer_prompt(newer, turn) if newer else None
+            if answered is not None:
+                return answered
             return exc.hint + "\n" + question.render()
         turn.as_self = flow.as_self
         turn.data = state["data"]
@@ -656,10 +673,13 @@ class Engine:
         return None
 
     async def _show_prompt(self, prompts: list[PendingPrompt], now: datetime) -> str | None:
-        """Show the oldest prompt nobody has seen yet (until the outbox pushes them)."""
+        """Show the oldest prompt nobody has seen yet (until the outbox pushes them); else remind of
+        the latest pushed one that is still open, whatever the push's timing was."""
         fresh = [p for p in prompts if p.delivered_at is None]
         if not fresh:
-            return None
+            if not prompts:
+                return None
+            return "您有一条待回复的消息：\n" + Question.from_json(prompts[-1].question).render()
         prompt = fresh[0]
         prompt.delivered_at = now
         await prompt.save(update_fields=["delivered_at"])

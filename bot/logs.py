@@ -1,4 +1,4 @@
-"""Structured logs in which mobiles and ID numbers never appear in full."""
+"""Structured logs in which mobiles and ID numbers never appear in full, nor sensitive statuses or health notes."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from models.facts import SENSITIVE_STATUSES, STATUSES
+
 _ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
 # Optional +86/86 prefix and the spaces or dashes people type inside a number.
 _MOBILE = re.compile(r"(?<!\d)((?:\+?86[ -]?)?1[3-9]\d)[ -]?\d{4}[ -]?(\d{4})(?!\d)")
 
+# PIPL sensitive data: the labels of sensitive statuses (低保, 残疾...) wherever they appear, and a
+# health note (free text) after its label up to the end of the line.
+_SENSITIVE_LABEL = re.compile("|".join(re.escape(STATUSES[code]) for code in sorted(SENSITIVE_STATUSES)))
+_HEALTH_NOTE = re.compile(r"(健康备注[：:]|health_note\W{0,3})[^\n]+")
+SENSITIVE_MASK = "[敏感]"
+
 
 def mask(text: str) -> str:
-    """Mask resident identity numbers (18 digits) and mainland mobiles (11 digits)."""
+    """Mask identity numbers (18 digits), mainland mobiles (11 digits), sensitive statuses, health notes."""
     text = _ID_NUMBER.sub(r"\1********\2", text)
-    return _MOBILE.sub(r"\1****\2", text)
+    text = _MOBILE.sub(r"\1****\2", text)
+    text = _SENSITIVE_LABEL.sub(SENSITIVE_MASK, text)
+    return _HEALTH_NOTE.sub(r"\1" + SENSITIVE_MASK, text)
 
 
 class MaskingFormatter(logging.Formatter):

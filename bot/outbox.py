@@ -20,10 +20,13 @@ from bot.config import OutboxConfig
 from bot.metrics import Metrics
 from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
 from models import outbox
+from models.conversation import mark_delivered
 from models.outbox import OutboxMessage, Priority
 from models.residents import WechatAccount
 
 log = logging.getLogger(__name__)
+
+PROMPT_KEY = "prompt:"  # engine.ask_later's outbox key: prompt:<id>
 
 BACKOFF_MAX = timedelta(minutes=10)
 QUOTA_BACKOFF = timedelta(hours=1)
@@ -140,6 +143,9 @@ class Sender:
         # Nothing between WeChat's answer and this mark: see models/outbox.py on duplicates.
         await outbox.mark_sent(message.id, self.clock.now())
         self.metrics.sends.labels("sent", "0").inc()
+        if message.idempotency_key.startswith(PROMPT_KEY):
+            # the question reached the phone: the first answer to it counts (engine.ask_later)
+            await mark_delivered(int(message.idempotency_key[len(PROMPT_KEY):]), self.clock.now())
 
     async def _failed(self, message: OutboxMessage, code: int, text: str) -> None:
         now = self.clock.now()

@@ -12,11 +12,12 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bot.clock import Clock
+from bot.clock import Clock, FrozenClock
 from bot.config import Config
 from bot.engine import Engine, Flow
 from bot.metrics import Metrics
 from bot.outbox import Sender
+from bot.scheduler import Scheduler, service_scheduler
 from bot.store import open_store
 from bot.wxclient import WeChatClient
 from handlers import ROUTERS, WELCOME
@@ -34,6 +35,7 @@ class Services:
     sender: Sender
     metrics: Metrics
     fake: Any = None  # the in-process fake WeChat API when no credentials are configured
+    scheduler: Scheduler | None = None  # every daily job; started only in a long-running service
 
 
 def uses_fake_wechat(config: Config) -> bool:
@@ -43,11 +45,13 @@ def uses_fake_wechat(config: Config) -> bool:
 @contextlib.asynccontextmanager
 async def open_services(
     config: Config, clock: Clock, *, on_send: Callable[[Any], None] | None = None, run_sender: bool = True,
-    flows: list[Flow] | None = None, only_openid: str | None = None,
+    flows: list[Flow] | None = None, only_openid: str | None = None, run_scheduler: bool | None = None,
 ) -> AsyncIterator[Services]:
     """Store, WeChat client (or the built-in fake), outbox sender and engine; closed on exit.
 
-    The database must already be initialised (bot.db.init_db).
+    The database must already be initialised (bot.db.init_db). The scheduler fires on the wall
+    clock, so by default (``run_scheduler=None``) it runs where the sender runs and the clock is
+    the real one; under a FrozenClock (tests) its jobs are run by hand.
     """
     store = open_store(config.redis)
     session = aiohttp.ClientSession()
@@ -55,6 +59,7 @@ async def open_services(
     base_url = config.wechat.api_base_url
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
+    scheduler: Scheduler | None = None
     try:
         if uses_fake_wechat(config):
             from bot.testing import FakeWeChat
@@ -78,8 +83,15 @@ async def open_services(
         engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
         if run_sender:
             task = asyncio.create_task(sender.run(stop), name="outbox-sender")
-        yield Services(config, clock, store, engine, client, sender, metrics, fake)
+        scheduler = service_scheduler(config, clock)
+        if run_scheduler is None:
+            run_scheduler = run_sender and not isinstance(clock, FrozenClock)
+        if run_scheduler:
+            scheduler.start()
+        yield Services(config, clock, store, engine, client, sender, metrics, fake, scheduler)
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
         stop.set()
         if task is not None:
             # Let a batch in flight finish, so its rows are marked and not sent again on restart.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from bot.store import key
 log = logging.getLogger(__name__)
 
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
+SHOWQRCODE_BASE_URL = "https://mp.weixin.qq.com"
 
 
 class WeChatAPIError(Exception):
@@ -98,9 +100,9 @@ class WeChatClient:
 
     async def _request(
         self, method: str, path: str, *, params: dict[str, str] | None = None,
-        json_body: Any = None, data: Any = None, raw: bool = False,
+        json_body: Any = None, data: Any = None, raw: bool = False, base_url: str | None = None,
     ) -> Any:
-        url = self.base_url + path
+        url = (base_url or self.base_url) + path
         try:
             async with self.session.request(method, url, params=params, json=json_body, data=data,
                                             timeout=self.timeout) as resp:
@@ -188,6 +190,20 @@ class WeChatClient:
         result: dict[str, Any] = await self.call("POST", "/cgi-bin/qrcode/create", json_body=body)
         return result
 
+    async def qrcode_image(self, ticket: str) -> bytes:
+        """The picture of a parametric QR code as WeChat draws it (showqrcode: no access token).
+
+        WeChat serves it from mp.weixin.qq.com, not from the API host; a fake or a proxy given
+        as the base URL is asked itself. The ticket is URL-encoded (it holds + / =).
+        """
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        official = host == "weixin.qq.com" or host.endswith(".weixin.qq.com")
+        content = await self._request("GET", "/cgi-bin/showqrcode", params={"ticket": ticket}, raw=True,
+                                      base_url=SHOWQRCODE_BASE_URL if official else None)
+        if not isinstance(content, bytes):
+            raise WeChatUnavailable("/cgi-bin/showqrcode: no picture in the answer")
+        return content
+
     async def user_info(self, openid: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("GET", "/cgi-bin/user/info",
                                                  params={"openid": openid, "lang": "zh_CN"})
@@ -195,6 +211,77 @@ class WeChatClient:
 
     async def menu_create(self, buttons: list[dict[str, Any]]) -> None:
         await self.call("POST", "/cgi-bin/menu/create", json_body={"button": buttons})
+
+    async def menu_get(self) -> dict[str, Any] | None:
+        """The default menu and the conditional ones (``conditionalmenu``); None without a menu."""
+        try:
+            result: dict[str, Any] = await self.call("GET", "/cgi-bin/menu/get")
+        except WeChatAPIError as exc:
+            if exc.errcode == rules.ERR_NO_MENU:
+                return None
+            raise
+        return result
+
+    async def menu_delete(self) -> None:
+        """Delete the default menu and every conditional menu."""
+        await self.call("GET", "/cgi-bin/menu/delete")
+
+    async def menu_add_conditional(self, buttons: list[dict[str, Any]], matchrule: dict[str, Any]) -> str:
+        """A conditional menu (after the default one exists); returns its menuid."""
+        body = await self.call("POST", "/cgi-bin/menu/addconditional",
+                               json_body={"button": buttons, "matchrule": matchrule})
+        return str(body["menuid"])
+
+    async def menu_del_conditional(self, menuid: str) -> None:
+        await self.call("POST", "/cgi-bin/menu/delconditional", json_body={"menuid": str(menuid)})
+
+    async def menu_trymatch(self, user_id: str) -> list[dict[str, Any]]:
+        """The buttons this follower (openid) sees."""
+        body = await self.call("POST", "/cgi-bin/menu/trymatch", json_body={"user_id": user_id})
+        return list(body.get("button", []))
+
+    # -- user tags
+
+    async def tags_create(self, name: str) -> int:
+        if len(name.encode()) > rules.TAG_NAME_MAX_BYTES:
+            raise ValueError(f"tag name over WeChat's {rules.TAG_NAME_MAX_BYTES} bytes")
+        body = await self.call("POST", "/cgi-bin/tags/create", json_body={"tag": {"name": name}})
+        return int(body["tag"]["id"])
+
+    async def tags_get(self) -> list[dict[str, Any]]:
+        """The account's tags: ``{"id", "name", "count"}`` each."""
+        body = await self.call("GET", "/cgi-bin/tags/get")
+        return list(body.get("tags", []))
+
+    async def tags_of(self, openid: str) -> list[int]:
+        """The ids of the tags one follower carries (tags/getidlist)."""
+        body = await self.call("POST", "/cgi-bin/tags/getidlist", json_body={"openid": openid})
+        return [int(t) for t in body.get("tagid_list", [])]
+
+    async def tag_members(self, tag_id: int) -> list[str]:
+        """Every follower carrying the tag (user/tag/get, all pages)."""
+        members: list[str] = []
+        next_openid = ""
+        while True:
+            body = await self.call("POST", "/cgi-bin/user/tag/get",
+                                   json_body={"tagid": tag_id, "next_openid": next_openid})
+            page = list((body.get("data") or {}).get("openid", []))
+            members += page
+            next_openid = str(body.get("next_openid") or "")
+            if not page or not next_openid:
+                return members
+
+    async def tag_users(self, tag_id: int, openids: list[str]) -> None:
+        """Give the tag to these followers, in calls of at most TAG_BATCH_MAX openids."""
+        for start in range(0, len(openids), rules.TAG_BATCH_MAX):
+            await self.call("POST", "/cgi-bin/tags/members/batchtagging", json_body={
+                "openid_list": openids[start:start + rules.TAG_BATCH_MAX], "tagid": tag_id})
+
+    async def untag_users(self, tag_id: int, openids: list[str]) -> None:
+        """Take the tag off these followers, in calls of at most TAG_BATCH_MAX openids."""
+        for start in range(0, len(openids), rules.TAG_BATCH_MAX):
+            await self.call("POST", "/cgi-bin/tags/members/batchuntagging", json_body={
+                "openid_list": openids[start:start + rules.TAG_BATCH_MAX], "tagid": tag_id})
 
     async def private_templates(self) -> list[dict[str, Any]]:
         body = await self.call("GET", "/cgi-bin/template/get_all_private_template")

@@ -1,14 +1,20 @@
 """The flows, one router each; this list orders them."""
 
 from bot.engine import Flow
-from handlers import binding, menu
+from handlers import binding, family, menu, profile, staff_records
 
 ROUTERS: list[Flow] = [
     menu.router,
-    menu.profile,
+    profile.router,
     binding.router,
     binding.review,
     binding.unbinding,
+    staff_records.facts_review,
+    staff_records.deletions,
+    staff_records.lookup,
+    family.router,
+    family.back_to_self,
+    family.review,
 ]
 WELCOME = menu.WELCOME
 

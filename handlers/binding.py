@@ -1,11 +1,18 @@
-"""绑定: link a WeChat account to a resident record (required before any other flow)."""
+"""绑定: link a WeChat account to a resident record (required before any other flow).
+
+A stairwell poster's QR code (bot/posters.py) carries the scene ``building:<id>``; the engine
+hands a scan by someone not yet bound to this flow, which then skips the community and
+building questions.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bot.engine import Ask, Done, Engine, Flow, Goto, Question, choice, confirm, free_text
 from handlers.menu import binding_state
+from handlers.menu import router as menu_router
 from models.errors import UserFacingError
 from models.places import Building, Community
 from models.residents import (
@@ -31,6 +38,23 @@ from models.roles import Role
 router = Flow("binding", "绑定", keywords=("绑定", "注册"), menu_keys=("BIND",),
               needs_binding=False, as_self=True)
 
+SCENE_PREFIX = "building:"
+# at most 9 digits, so that a forged scene can never overflow a 32-bit id column
+_SCENE = re.compile(re.escape(SCENE_PREFIX) + r"([1-9][0-9]{0,8})")
+
+
+def building_scene(building_id: int) -> str:
+    """The scene string of a building's permanent QR code."""
+    return f"{SCENE_PREFIX}{building_id}"
+
+
+async def scanned_building(scene: str) -> Building | None:
+    """The building a scanned scene names, or None for any other (or forged) scene."""
+    found = _SCENE.fullmatch(scene)
+    if found is None:
+        return None
+    return await Building.get_or_none(id=int(found.group(1))).prefetch_related("community")
+
 
 def _strip_suffix(text: str, *suffixes: str) -> str:
     text = "".join(text.split())
@@ -43,8 +67,17 @@ def _strip_suffix(text: str, *suffixes: str) -> str:
 
 
 @router.entry
-async def start(account: WechatAccount) -> Ask | Done:
-    """Explain the use of personal information and ask for consent."""
+async def start(account: WechatAccount, data: dict[str, Any]) -> Ask | Done | Goto:
+    """Explain the use of personal information and ask for consent.
+
+    Started by a scanned QR code, ``data["scene"]`` names it: a building's code fills in the
+    address; any other code leads to the menu, as a plain follow does.
+    """
+    building = None
+    if "scene" in data:
+        building = await scanned_building(str(data.pop("scene")))
+        if building is None:
+            return Goto(menu_router.name)
     status = await binding_state(account)
     if status == "bound":
         return Done("您已经绑定过了。回复“我的信息”查看，回复“菜单”办理服务。")
@@ -54,6 +87,11 @@ async def start(account: WechatAccount) -> Ask | Done:
     prefix = ""
     if last is not None and last.status == LinkStatus.REJECTED:
         prefix = "您上次的绑定申请没有通过网格员核实，如有疑问请联系网格员。\n"
+    if building is not None:
+        data["community_id"], data["building_id"] = building.community.id, building.id
+        data["scanned"] = True
+        prefix += (f"您扫描的是{building.community.name}{building.name}的楼栋码。"
+                   "绑定住址后即可办理社区服务，楼栋已为您填好。\n")
     return Ask("consent", confirm("绑定前请阅读：" + CONSENT_TEXT + "\n您同意吗？"), prefix=prefix)
 
 
@@ -74,8 +112,10 @@ async def got_name(answer: str, data: dict[str, Any]) -> Ask:
 
 @router.step("mobile")
 async def got_mobile(answer: str, data: dict[str, Any]) -> Ask:
-    """Validate the mobile, then ask the community (skipped when there is only one)."""
+    """Validate the mobile, then ask the community (skipped when there is only one or it was scanned)."""
     data["mobile"] = normalize_mobile(answer)
+    if data.get("scanned"):
+        return _ask_unit()
     communities = await Community.all().order_by("id")
     if not communities:
         raise UserFacingError("系统还没有录入社区信息，请联系社区工作人员。")
@@ -103,6 +143,10 @@ async def got_community(answer: int, data: dict[str, Any]) -> Ask:
 async def got_building(answer: int, data: dict[str, Any]) -> Ask:
     """Store the building, ask the unit."""
     data["building_id"] = answer
+    return _ask_unit()
+
+
+def _ask_unit() -> Ask:
     return Ask("unit", free_text("请输入单元号（如 2）：", max_len=UNIT_MAX + 2))
 
 
@@ -132,6 +176,8 @@ async def confirmed(
 ) -> Ask | Done | Goto:
     """Bind, or send the match to the grid worker; resume the flow that needed binding."""
     if not answer:
+        # Start over, the address too: the poster scanned may not be the resident's own building.
+        data.pop("scanned", None)
         return Ask("name", free_text("好的，请重新输入您的姓名：", min_len=2, max_len=NAME_MAX))
     outcome = await bind(
         openid=account.openid, channel=account.channel, name=data["name"],
@@ -165,7 +211,7 @@ async def _review_question(request: LinkRequest) -> Question:
     )
 
 
-review = Flow("binding_review", "绑定审核", keywords=("待确认", "绑定审核"),
+review = Flow("binding_review", "绑定审核", keywords=("待确认", "绑定审核"), menu_keys=("REVIEW_BINDING",),
               roles=(Role.GRID_WORKER, Role.COMMUNITY_STAFF))
 
 

@@ -66,6 +66,11 @@ async def reopen_prompt(prompt_id: int) -> None:
     await PendingPrompt.filter(id=prompt_id, closed_reason="answered").update(closed_at=None, closed_reason="")
 
 
+async def mark_delivered(prompt_id: int, now: datetime) -> None:
+    """WeChat accepted the push of this prompt: the recipient has seen it and may answer it."""
+    await PendingPrompt.filter(id=prompt_id, delivered_at=None).update(delivered_at=now)
+
+
 async def withdraw_prompts(subject: str, now: datetime) -> int:
     return await PendingPrompt.filter(subject=subject, closed_at=None).update(
         closed_at=now, closed_reason="withdrawn"

@@ -199,6 +199,43 @@ async def verified_age(resident_id: int, day: date) -> int | None:
     return None if birth is None else age_on(birth, day)
 
 
+SHOWN_STATES = (FactState.PENDING, FactState.VERIFIED, FactState.REJECTED)
+
+
+def _item_order(fact: ResidentFact) -> int:
+    order = [BIRTH_DATE, *STATUSES]
+    return order.index(fact.code) if fact.code in order else len(order)
+
+
+async def current_facts(resident_id: int) -> list[ResidentFact]:
+    """Per item, the latest declaration and where it stands (pending, verified, or rejected with its
+    reason), for showing the resident; the date of birth first, then statuses in STATUSES order.
+
+    An item whose latest row was superseded or ended is left out: it no longer holds.
+    """
+    latest: dict[str, ResidentFact] = {}
+    for fact in await ResidentFact.filter(resident_id=resident_id).order_by("id"):
+        latest[fact.code] = fact
+    return sorted((f for f in latest.values() if f.state in SHOWN_STATES), key=_item_order)
+
+
+async def facts_to_verify(actor_id: int) -> list[ResidentFact]:
+    """Pending declarations the actor may decide (a verifying role in the resident's scope), oldest first."""
+    from models.roles import active_roles, resident_place
+
+    roles = [r for r in await active_roles(actor_id) if r.spec.verifies]
+    if not roles:
+        return []
+    pending = await ResidentFact.filter(state=FactState.PENDING, resident__erased_at__isnull=True).order_by(
+        "id").prefetch_related("resident")
+    out = []
+    for fact in pending:
+        place = await resident_place(fact.resident)
+        if any(place.within(role) for role in roles):
+            out.append(fact)
+    return out
+
+
 async def pending_facts(resident_ids: list[int] | None = None) -> list[ResidentFact]:
     query = ResidentFact.filter(state=FactState.PENDING)
     if resident_ids is not None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
+from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
@@ -24,6 +25,7 @@ from models.errors import NotFound, UserFacingError
 from models.facts import ResidentFact
 from models.outbox import OutboxMessage
 from models.proxies import ProxyLink, ProxyStatus
+from models.roles import ROLES, StaffRole, active_roles, resident_place
 
 if TYPE_CHECKING:
     from models.residents import Resident
@@ -110,6 +112,12 @@ def register_hold(hold: Hold) -> Hold:
     return hold
 
 
+def unregister_hold(hold: Hold) -> None:
+    """Remove a registered hold (a test's, or one a flow no longer needs); unknown ones are ignored."""
+    if hold in _HOLDS:
+        _HOLDS.remove(hold)
+
+
 async def holds_on(resident_id: int) -> list[str]:
     reasons = [await hold(resident_id) for hold in _HOLDS]
     return [r for r in reasons if r]
@@ -189,6 +197,47 @@ async def erase(*, request_id: int, by_id: int | None, now: datetime, by_label: 
         return request
 
 
+async def erasure_plan(resident_id: int) -> Erasure:
+    """What ``erase`` would remove and keep now (the holds may change before it runs)."""
+    kept = await holds_on(resident_id)
+    removed = ["出生日期和身份状况", "健康备注", "亲情代理关系", "微信账号关联"]
+    if not kept:
+        removed.insert(0, "姓名、手机号和门牌号")
+    return Erasure(removed, [f"姓名和联系方式（{k}）" for k in kept])
+
+
+async def open_deletion_request(resident_id: int) -> DataRequest | None:
+    return await DataRequest.filter(
+        resident_id=resident_id, kind=RequestKind.DELETION, status=RequestStatus.OPEN
+    ).first()
+
+
+async def deletion_requests_for(actor_id: int) -> list[DataRequest]:
+    """Open deletion requests the actor may carry out (a verifying role in scope), oldest first."""
+    roles = [r for r in await active_roles(actor_id) if r.spec.verifies]
+    if not roles:
+        return []
+    rows = await DataRequest.filter(
+        kind=RequestKind.DELETION, status=RequestStatus.OPEN, resident_id__not_isnull=True
+    ).order_by("id").prefetch_related("resident")
+    out = []
+    for row in rows:
+        if row.resident is None:
+            continue
+        place = await resident_place(row.resident)
+        if any(place.within(role) for role in roles):
+            out.append(row)
+    return out
+
+
+async def verifiers_of(resident: Resident) -> list[int]:
+    """Ids of the people whose role verifies (and carries out deletions) where the resident lives."""
+    codes = [code for code, spec in ROLES.items() if spec.verifies]
+    place = await resident_place(resident)
+    grants = await StaffRole.filter(role__in=codes, revoked_at=None).order_by("id")
+    return list(dict.fromkeys(g.resident_id for g in grants if place.within(g)))  # type: ignore[attr-defined]
+
+
 async def withdraw_request(*, request_id: int, resident_id: int, now: datetime) -> DataRequest:
     request = await DataRequest.get_or_none(id=request_id, resident_id=resident_id)
     if request is None:
@@ -229,16 +278,18 @@ async def retention_sweep(retention: Retention, now: datetime) -> dict[str, int]
         counts["messages"] = await OutboxMessage.filter(
             created_at__lt=before(retention.messages_days), state__in=["sent", "failed"]
         ).delete()
+        # closed, or expired without an answer (nobody can answer it any more)
         counts["prompts"] = await PendingPrompt.filter(
-            created_at__lt=before(retention.prompts_days), closed_at__not_isnull=True
+            Q(closed_at__not_isnull=True) | Q(expires_at__lt=now), created_at__lt=before(retention.prompts_days)
         ).delete()
         counts["link_requests"] = await LinkRequest.filter(
             created_at__lt=before(retention.link_requests_days)
         ).exclude(status="pending").delete()
         stale = before(retention.unbound_accounts_days)
+        # never seen counts as not seen (in SQL, NOT (NULL >= x) would keep them for ever)
         counts["unbound_accounts"] = await WechatAccount.filter(
-            resident_id=None, created_at__lt=stale
-        ).exclude(last_seen_at__gte=stale).delete()
+            Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=stale), resident_id=None, created_at__lt=stale
+        ).delete()
         # A resident erased while a hold kept their name: once the holds are gone and the period
         # has passed, the rest goes too.
         anonymised = 0

@@ -7,6 +7,7 @@ can end it. Every action taken through a link is an ``Action`` row naming actor 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models.errors import NotFound, UserFacingError
+from models.roles import Role, StaffRole, may_verify, resident_place, staff_access
 
 if TYPE_CHECKING:
     from models.residents import Resident
@@ -163,3 +165,65 @@ async def links_of(resident_id: int) -> list[ProxyLink]:
         Q(proxy_id=resident_id) | Q(elder_id=resident_id),
         status__in=[ProxyStatus.PENDING, ProxyStatus.ACTIVE],
     ).order_by("-id").prefetch_related("proxy", "elder")
+
+
+# ---------------------------------------------------------------------------- confirming in person
+
+
+async def may_confirm_in_person(staff_id: int, elder: Resident) -> bool:
+    """Staff who can meet both sides in person: those who verify in the elder's scope, and the
+    elder's grid worker."""
+    if await may_verify(staff_id, elder):
+        return True
+    role = await staff_access(staff_id, elder)
+    return role is not None and role.role == Role.GRID_WORKER
+
+
+async def in_person_confirmers(elder: Resident) -> list[Resident]:
+    """Whom to ask when the elder cannot confirm in chat: the grid worker(s) of the elder's grid,
+    else the community staff of the elder's community."""
+    place = await resident_place(elder)
+    roles: list[StaffRole] = []
+    if place.grid_id is not None:
+        roles = await StaffRole.filter(role=Role.GRID_WORKER, grid_id=place.grid_id, revoked_at=None).order_by(
+            "id").prefetch_related("resident")
+    if not roles and place.community_id is not None:
+        roles = await StaffRole.filter(role=Role.COMMUNITY_STAFF, community_id=place.community_id,
+                                       revoked_at=None).order_by("id").prefetch_related("resident")
+    people: dict[int, Resident] = {}
+    for role in roles:
+        people.setdefault(role.resident.id, role.resident)
+    return list(people.values())
+
+
+async def pending_links_in_scope(staff_id: int) -> list[ProxyLink]:
+    """Pending links this staff member may confirm in person, oldest first."""
+    pending = await ProxyLink.filter(status=ProxyStatus.PENDING).order_by("id").prefetch_related("proxy", "elder")
+    return [link for link in pending if await may_confirm_in_person(staff_id, link.elder)]
+
+
+# ---------------------------------------------------------------------------- the record, for display
+
+
+@dataclass(frozen=True)
+class ActionEntry:
+    """One recorded action as a person reads it: when, what, and who did it."""
+
+    at: datetime
+    action: str
+    actor_id: int | None
+    actor_name: str  # "" when the actor's record is gone
+    on_behalf: bool  # done through a family link
+    channel: str
+
+
+async def actions_about(subject_id: int, *, by_others: bool = False, limit: int = 20) -> list[ActionEntry]:
+    """What was done for a person, newest first; ``by_others`` leaves out what they did themselves."""
+    query = Action.filter(subject_id=subject_id)
+    if by_others:
+        query = query.filter(Q(actor_id__not=subject_id) | Q(actor_id=None))
+    rows = await query.order_by("-id").limit(limit).prefetch_related("actor")
+    return [ActionEntry(at=a.at, action=a.action, actor_id=a.actor_id,  # type: ignore[attr-defined]
+                        actor_name=a.actor.name if a.actor else "",
+                        on_behalf=a.proxy_link_id is not None, channel=a.channel)  # type: ignore[attr-defined]
+            for a in rows]

@@ -148,3 +148,20 @@ async def test_unbind_withdraws_a_pending_request_and_its_prompt(wechat: WeChatP
     assert (await LinkRequest.get(account__openid="o-wd")).status == LinkStatus.CANCELLED
     assert await PendingPrompt.filter(openid="demo-grid-1", closed_at=None).count() == 0
     assert "暂无待确认" in await wechat.say("demo-grid-1", "待确认")
+
+
+async def test_a_pushed_question_is_answered_by_the_first_reply(wechat: WeChatPusher) -> None:
+    """Regression: a prompt WeChat accepted was still treated as unseen, so the grid worker's
+    first 是 only showed the question again."""
+    import asyncio
+
+    await wechat.say("demo-grid-1", "你好")  # WeChat lets us push within 48 h of their last message
+    await run(wechat, "o-pushed", [*ELDER, "是"])
+    prompt = await PendingPrompt.get(openid="demo-grid-1")
+    for _ in range(500):  # the outbox sender pushes it in the background
+        await prompt.refresh_from_db()
+        if prompt.delivered_at is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert prompt.delivered_at is not None
+    assert "已确认绑定" in await wechat.say("demo-grid-1", "是")

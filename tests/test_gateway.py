@@ -282,10 +282,11 @@ async def test_event_retry_is_keyed_by_create_time_event_and_key(wechat: WeChatP
 
 
 async def test_subscribe_welcomes_with_the_menu(wechat: WeChatPusher) -> None:
-    pushed = await wechat.event("o-sub", "subscribe", "qrscene_building:3")
+    # a code that is not a building's (those start binding: tests/test_scan_binding.py)
+    pushed = await wechat.event("o-sub", "subscribe", "qrscene_campaign:2026")
     assert "欢迎" in pushed.text and "请选择服务" in pushed.text
     account = await WechatAccount.get(openid="o-sub")
-    assert account.subscribed and account.last_scene == "building:3"
+    assert account.subscribed and account.last_scene == "campaign:2026"
 
 
 async def test_unsubscribe_marks_the_resident(wechat: WeChatPusher, clock: FrozenClock) -> None:

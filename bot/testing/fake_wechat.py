@@ -44,17 +44,33 @@ from bot.wechat_rules import (
     CUSTOM_TEXT_MAX_BYTES,
     ERR_API_QUOTA,
     ERR_BUSY,
+    ERR_INVALID_OPENID_LIST,
+    ERR_INVALID_TAG,
     ERR_INVALID_TEMPLATE,
     ERR_INVALID_TOKEN,
     ERR_IP_NOT_WHITELISTED,
+    ERR_MATCHRULE_EMPTY,
+    ERR_MATCHRULE_PRIVATE,
+    ERR_NO_DEFAULT_MENU,
+    ERR_NO_MENU,
+    ERR_NO_SUCH_CONDITIONAL_MENU,
+    ERR_NO_SUCH_USER,
     ERR_NOT_SUBSCRIBED,
     ERR_OUT_OF_COUNT,
     ERR_OUT_OF_TIME,
     ERR_SUBSCRIBE_REFUSED,
+    ERR_TAG_NAME_TAKEN,
+    ERR_TAG_NAME_TOO_LONG,
     ERR_TOKEN_EXPIRED,
+    ERR_TOO_MANY_TAGS,
+    ERR_USER_TAGS_FULL,
     MEDIA_ID_TTL,
     MEDIA_IMAGE_MAX_BYTES,
     SUBSCRIBE_SENDS_PER_CONSENT,
+    TAG_BATCH_MAX,
+    TAG_NAME_MAX_BYTES,
+    TAGS_PER_ACCOUNT,
+    TAGS_PER_USER,
     TEMPLATE_DAILY_QUOTA,
     Allowance,
 )
@@ -72,6 +88,9 @@ MENU_TOP_MAX, MENU_SUB_MAX = 3, 5
 MENU_TOP_NAME_BYTES, MENU_SUB_NAME_BYTES = 16, 60
 MENU_KEY_BYTES, MENU_URL_BYTES = 128, 1024
 WECHAT_DAY_TZ = ZoneInfo("Asia/Shanghai")  # daily quotas reset at Beijing midnight
+TAG_MEMBERS_PAGE = 10_000  # user/tag/get: openids per page
+SYSTEM_TAGS = {0: "未分组", 1: "黑名单", 2: "星标组"}  # names taken; only 星标组 is listed by tags/get
+MATCHRULE_PRIVATE = frozenset({"sex", "country", "province", "city", "language"})
 
 # Error codes beyond the rules table's, as WeChat names them.
 ERR_INVALID_GRANT_TYPE = 40002
@@ -142,6 +161,18 @@ ERRMSG: dict[int, str] = {
     ERR_OUT_OF_TIME: "response out of time limit or subscription is canceled",
     ERR_OUT_OF_COUNT: "out of response count limit",
     ERR_DATA_FORMAT: "data format error",
+    ERR_INVALID_OPENID_LIST: "invalid openid list size",
+    ERR_TOO_MANY_TAGS: "too many tags",
+    ERR_USER_TAGS_FULL: "user tag count out of limit",
+    ERR_TAG_NAME_TAKEN: "invalid tag name",
+    ERR_TAG_NAME_TOO_LONG: "tag name too long",
+    ERR_INVALID_TAG: "invalid tag id",
+    ERR_NO_MENU: "menu no exist",
+    ERR_NO_SUCH_CONDITIONAL_MENU: "menuid not exist",
+    ERR_NO_SUCH_USER: "no such user",
+    ERR_NO_DEFAULT_MENU: "no default menu",
+    ERR_MATCHRULE_EMPTY: "match rule empty",
+    ERR_MATCHRULE_PRIVATE: "match rule contains private info",
 }
 
 SendKind = Literal["custom", "template", "subscribe"]
@@ -195,6 +226,17 @@ class QrCode:
     url: str
     created_at: datetime
     expires_at: datetime | None  # None for a permanent (QR_LIMIT_*) code
+
+
+@dataclass
+class ConditionalMenu:
+    """A menu published with menu/addconditional; the fake matches on the tag only (it knows no
+    phone OS, so a rule on ``client_platform_type`` alone never matches here)."""
+
+    menuid: str
+    button: list[dict[str, Any]]
+    matchrule: dict[str, Any]
+    tag_id: int | None
 
 
 @dataclass
@@ -310,6 +352,9 @@ class FakeWeChat:
         self.calls: list[Call] = []
         self.tokens_issued = 0
         self.menu: dict[str, Any] | None = None
+        self.menu_id: str | None = None
+        self.conditional_menus: list[ConditionalMenu] = []  # oldest first
+        self.tags: dict[int, str] = {}  # id -> name: the tags created through tags/create
         self.qrcodes: dict[str, QrCode] = {}
         self._created = self.clock.now()
         self._tokens: dict[str, _Token] = {}
@@ -328,6 +373,9 @@ class FakeWeChat:
         self._drops: defaultdict[str, int] = defaultdict(int)
         self._path_latency: dict[str, float] = {}
         self._msgids = itertools.count(2_000_000_001)
+        self._menuids = itertools.count(400_000_001)
+        self._tagids = itertools.count(100)  # 0, 1, 2 are WeChat's system tags
+        self._user_tags: defaultdict[str, list[int]] = defaultdict(list)  # openid -> tag ids, in order given
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._routes: dict[str, _Route] = {
@@ -343,6 +391,17 @@ class FakeWeChat:
             "/cgi-bin/template/get_all_private_template": _Route("GET", self._private_templates),
             "/cgi-bin/user/info": _Route("GET", self._user_info),
             "/cgi-bin/menu/create": _Route("POST", self._menu_create),
+            "/cgi-bin/menu/get": _Route("GET", self._menu_get),
+            "/cgi-bin/menu/delete": _Route("GET", self._menu_delete),
+            "/cgi-bin/menu/addconditional": _Route("POST", self._menu_add_conditional),
+            "/cgi-bin/menu/delconditional": _Route("POST", self._menu_del_conditional),
+            "/cgi-bin/menu/trymatch": _Route("POST", self._menu_trymatch),
+            "/cgi-bin/tags/create": _Route("POST", self._tags_create),
+            "/cgi-bin/tags/get": _Route("GET", self._tags_get),
+            "/cgi-bin/tags/getidlist": _Route("POST", self._tags_getidlist),
+            "/cgi-bin/tags/members/batchtagging": _Route("POST", self._batch_tagging),
+            "/cgi-bin/tags/members/batchuntagging": _Route("POST", self._batch_untagging),
+            "/cgi-bin/user/tag/get": _Route("POST", self._tag_members),
             "/sns/jscode2session": _Route("GET", self._jscode2session, token=False),
             "/wxa/business/getuserphonenumber": _Route("POST", self._phone_number),
         }
@@ -401,6 +460,7 @@ class FakeWeChat:
     def unfollow(self, openid: str) -> None:
         self._followers.pop(openid, None)
         self._unfollowed.add(openid)
+        self._user_tags.pop(openid, None)  # tag lists only hold followers
 
     def is_follower(self, openid: str) -> bool:
         if openid in self._unfollowed:
@@ -468,6 +528,28 @@ class FakeWeChat:
         self._path_latency[self._known(path)] = seconds
 
     # -- what happened
+
+    def tags_of(self, openid: str) -> list[int]:
+        """The tags a follower carries, in the order they were given."""
+        return list(self._user_tags.get(openid, []))
+
+    def tag_id(self, name: str) -> int | None:
+        return next((tid for tid, tname in self.tags.items() if tname == name), None)
+
+    def menu_for(self, openid: str) -> list[dict[str, Any]] | None:
+        """The buttons this follower sees (what menu/trymatch answers); None without a menu.
+
+        Conditional menus are tried newest first and the first match wins; a follower carrying
+        several tags is matched on the tag given last (bot.wechat_rules.CONDITIONAL_MENU_ORDER).
+        """
+        if self.menu is None:
+            return None
+        tags = self._user_tags.get(openid, [])
+        latest = tags[-1] if tags else None
+        for menu in reversed(self.conditional_menus):
+            if latest is not None and menu.tag_id == latest:
+                return list(menu.button)
+        return list(self.menu["button"])
 
     def sent(self, kind: SendKind | None = None, touser: str | None = None) -> list[SentMessage]:
         return [m for m in self._sent
@@ -739,7 +821,8 @@ class FakeWeChat:
         info: dict[str, Any] = {
             "subscribe": 1, "openid": openid, "language": request.query.get("lang", "zh_CN"),
             "subscribe_time": int(follower.since.timestamp()), "remark": "", "groupid": 0,
-            "tagid_list": [], "subscribe_scene": "ADD_SCENE_OTHERS", "qr_scene": 0, "qr_scene_str": "",
+            "tagid_list": self.tags_of(openid), "subscribe_scene": "ADD_SCENE_OTHERS", "qr_scene": 0,
+            "qr_scene_str": "",
         }
         if follower.unionid:
             info["unionid"] = follower.unionid
@@ -747,7 +830,14 @@ class FakeWeChat:
 
     async def _menu_create(self, request: web.Request, body: Any) -> Answer:
         body = _obj(body)
-        buttons = body.get("button")
+        self._check_menu(body.get("button"))
+        # the default menu is replaced; conditional menus published before stay
+        self.menu = {"button": body["button"]}
+        self.menu_id = str(next(self._menuids))
+        return dict(OK)
+
+    def _check_menu(self, buttons: Any) -> None:
+        """WeChat's button rules, shared by menu/create and menu/addconditional."""
         if not isinstance(buttons, list) or not 1 <= len(buttons) <= MENU_TOP_MAX:
             raise _Refused(40016)
         for button in buttons:
@@ -762,8 +852,6 @@ class FakeWeChat:
                     self._check_button(sub, sub=True)
             else:
                 self._check_button(button, sub=False)
-        self.menu = body
-        return dict(OK)
 
     @staticmethod
     def _check_name(button: dict[str, Any], limit: int, errcode: int) -> None:
@@ -797,6 +885,140 @@ class FakeWeChat:
                 raise _Refused(url_err if required == "url" else type_err)
             if required == "url" and len(value.encode("utf-8")) > MENU_URL_BYTES:
                 raise _Refused(url_err)
+
+    async def _menu_get(self, request: web.Request, body: Any) -> Answer:
+        if self.menu is None:
+            raise _Refused(ERR_NO_MENU)
+        answer: dict[str, Any] = {"menu": {"button": self.menu["button"], "menuid": self.menu_id}}
+        if self.conditional_menus:
+            answer["conditionalmenu"] = [{"button": m.button, "matchrule": m.matchrule, "menuid": m.menuid}
+                                         for m in self.conditional_menus]
+        return answer
+
+    async def _menu_delete(self, request: web.Request, body: Any) -> Answer:
+        # deleting the default menu deletes every conditional menu with it
+        self.menu, self.menu_id = None, None
+        self.conditional_menus.clear()
+        return dict(OK)
+
+    async def _menu_add_conditional(self, request: web.Request, body: Any) -> Answer:
+        body = _obj(body)
+        if self.menu is None:
+            raise _Refused(ERR_NO_DEFAULT_MENU)
+        self._check_menu(body.get("button"))
+        rule = body.get("matchrule")
+        filled = {k: v for k, v in rule.items() if v not in (None, "")} if isinstance(rule, dict) else {}
+        if not filled:
+            raise _Refused(ERR_MATCHRULE_EMPTY)
+        if filled.keys() & MATCHRULE_PRIVATE:
+            raise _Refused(ERR_MATCHRULE_PRIVATE)
+        if not filled.keys() <= {"tag_id", "group_id", "client_platform_type"}:
+            raise _Refused(ERR_DATA_FORMAT)
+        tag_id: int | None = None
+        echo: dict[str, Any] = {}
+        tag = filled.get("tag_id", filled.get("group_id"))
+        if tag is not None:
+            if isinstance(tag, bool) or not str(tag).isdigit():
+                raise _Refused(ERR_DATA_FORMAT)
+            tag_id = int(tag)
+            echo["group_id"] = str(tag_id)  # menu/get names the tag by its old name, as a string
+        platform = filled.get("client_platform_type")
+        if platform is not None:
+            if str(platform) not in ("1", "2", "3"):
+                raise _Refused(ERR_DATA_FORMAT)
+            echo["client_platform_type"] = str(platform)
+        menuid = str(next(self._menuids))
+        self.conditional_menus.append(ConditionalMenu(menuid, body["button"], echo, tag_id))
+        return {"menuid": menuid}
+
+    async def _menu_del_conditional(self, request: web.Request, body: Any) -> Answer:
+        menuid = str(_obj(body).get("menuid", ""))
+        kept = [m for m in self.conditional_menus if m.menuid != menuid]
+        if len(kept) == len(self.conditional_menus):
+            raise _Refused(ERR_NO_SUCH_CONDITIONAL_MENU)
+        self.conditional_menus = kept
+        return dict(OK)
+
+    async def _menu_trymatch(self, request: web.Request, body: Any) -> Answer:
+        user = _str(_obj(body).get("user_id"), ERR_NO_SUCH_USER)
+        if self.menu is None:
+            raise _Refused(ERR_NO_MENU)
+        if not self.is_follower(user):
+            raise _Refused(ERR_NO_SUCH_USER)
+        return {"button": self.menu_for(user)}
+
+    async def _tags_create(self, request: web.Request, body: Any) -> Answer:
+        tag = _obj(body).get("tag")
+        name = tag.get("name") if isinstance(tag, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise _Refused(ERR_TAG_NAME_TAKEN)
+        if len(name.encode("utf-8")) > TAG_NAME_MAX_BYTES:
+            raise _Refused(ERR_TAG_NAME_TOO_LONG)
+        if name in self.tags.values() or name in SYSTEM_TAGS.values():
+            raise _Refused(ERR_TAG_NAME_TAKEN)
+        if len(self.tags) >= TAGS_PER_ACCOUNT:
+            raise _Refused(ERR_TOO_MANY_TAGS)
+        tag_id = next(self._tagids)
+        self.tags[tag_id] = name
+        return {"tag": {"id": tag_id, "name": name}}
+
+    def _tag_count(self, tag_id: int) -> int:
+        return sum(tag_id in tags for tags in self._user_tags.values())
+
+    async def _tags_get(self, request: web.Request, body: Any) -> Answer:
+        listed = {2: SYSTEM_TAGS[2], **self.tags}
+        return {"tags": [{"id": tid, "name": name, "count": self._tag_count(tid)} for tid, name in listed.items()]}
+
+    async def _tags_getidlist(self, request: web.Request, body: Any) -> Answer:
+        openid = _str(_obj(body).get("openid"), ERR_INVALID_OPENID)
+        if not self.is_follower(openid):
+            raise _Refused(ERR_INVALID_OPENID)
+        return {"tagid_list": self.tags_of(openid)}
+
+    def _tag_request(self, body: Any) -> tuple[list[str], int]:
+        body = _obj(body)
+        openids = body.get("openid_list")
+        if (not isinstance(openids, list) or not 1 <= len(openids) <= TAG_BATCH_MAX
+                or not all(isinstance(o, str) and o for o in openids)):
+            raise _Refused(ERR_INVALID_OPENID_LIST)
+        tag = body.get("tagid")
+        if isinstance(tag, bool) or not str(tag).isdigit() or int(tag) not in self.tags:
+            raise _Refused(ERR_INVALID_TAG)  # unknown, or a system tag (0/1/2 cannot be given)
+        if not all(self.is_follower(o) for o in openids):
+            raise _Refused(ERR_INVALID_OPENID)
+        return openids, int(tag)
+
+    async def _batch_tagging(self, request: web.Request, body: Any) -> Answer:
+        openids, tag = self._tag_request(body)
+        # all or nothing: one follower over the limit refuses the whole call
+        if any(tag not in self._user_tags[o] and len(self._user_tags[o]) >= TAGS_PER_USER for o in openids):
+            raise _Refused(ERR_USER_TAGS_FULL)
+        for openid in openids:
+            if tag not in self._user_tags[openid]:  # giving a tag again keeps its place
+                self._user_tags[openid].append(tag)
+        return dict(OK)
+
+    async def _batch_untagging(self, request: web.Request, body: Any) -> Answer:
+        openids, tag = self._tag_request(body)
+        for openid in openids:
+            if tag in self._user_tags.get(openid, []):
+                self._user_tags[openid].remove(tag)
+        return dict(OK)
+
+    async def _tag_members(self, request: web.Request, body: Any) -> Answer:
+        body = _obj(body)
+        tag = body.get("tagid")
+        if isinstance(tag, bool) or not str(tag).isdigit() or int(tag) not in self.tags:
+            raise _Refused(ERR_INVALID_TAG)
+        members = [o for o, tags in self._user_tags.items() if int(tag) in tags]
+        after = body.get("next_openid") or ""
+        start = members.index(after) + 1 if after in members else 0
+        page = members[start:start + TAG_MEMBERS_PAGE]
+        answer: dict[str, Any] = {"count": len(page)}
+        if page:
+            answer["data"] = {"openid": page}
+        answer["next_openid"] = page[-1] if page else ""
+        return answer
 
     async def _jscode2session(self, request: web.Request, body: Any) -> Answer:
         q = request.query
