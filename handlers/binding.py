@@ -15,6 +15,7 @@ from handlers.menu import binding_state
 from handlers.menu import router as menu_router
 from models.errors import UserFacingError
 from models.places import Building, Community
+from models.privacy import audit
 from models.residents import (
     CONSENT_TEXT,
     NAME_MAX,
@@ -216,12 +217,15 @@ review = Flow("binding_review", "绑定审核", keywords=("待确认", "绑定�
 
 
 @review.entry
-async def list_requests(resident: Resident) -> Ask | Done:
-    """List the link requests this grid worker may decide."""
+async def list_requests(resident: Resident, now: Any) -> Ask | Done:
+    """List the link requests this grid worker may decide (each record shown is audited)."""
     requests = await reviewable_requests(resident)
     if not requests:
         return Done("暂无待确认的绑定申请。")
     shown = requests[:9]  # keeps the reply short; decided ones drop off the list
+    for r in shown:
+        await audit(actor_id=resident.id, subject_id=r.resident.id, action="view",
+                    purpose=f"绑定审核 link_request:{r.id}", now=now)
     items = [
         (r.id, f"{r.typed_name}（{mask_mobile(r.typed_mobile)}）→ 档案{r.resident.name} "
                f"{r.resident.unit}单元{r.resident.room}室")

@@ -14,6 +14,7 @@ from bot.engine import Ask, Done, Engine, Flow, Goto, Inbound, Question, choice,
 from bot.store import key
 from models.conversation import withdraw_prompts
 from models.errors import UserFacingError
+from models.privacy import audit
 from models.proxies import (
     ProxyLink,
     ProxyStatus,
@@ -419,12 +420,15 @@ review = Flow("family_review", "代理确认", keywords=("代理确认",), menu_
 
 
 @review.entry
-async def list_pending(actor: Resident) -> Ask | Done:
-    """List the pending links whose elder this staff member may meet in person."""
+async def list_pending(actor: Resident, now: datetime) -> Ask | Done:
+    """List the pending links whose elder this staff member may meet in person (audited)."""
     pending = await pending_links_in_scope(actor.id)
     if not pending:
         return Done("暂无待确认的亲情代理申请。")
     shown = pending[:9]  # keeps the reply short; decided ones drop off the list
+    for link in shown:
+        await audit(actor_id=actor.id, subject_id=link.elder.id, action="view",
+                    purpose=f"代理确认 proxy_link:{link.id}", now=now)
     items = [(link.id, f"{link.proxy.name}为{link.elder.name}代办（{link.relation or '家人'}）") for link in shown]
     more = f"（共{len(pending)}条，先显示{len(shown)}条）" if len(pending) > len(shown) else ""
     return Ask("pick", choice(f"待确认的亲情代理申请{more}：", items))

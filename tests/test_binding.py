@@ -165,3 +165,15 @@ async def test_a_pushed_question_is_answered_by_the_first_reply(wechat: WeChatPu
         await asyncio.sleep(0.01)
     assert prompt.delivered_at is not None
     assert "已确认绑定" in await wechat.say("demo-grid-1", "是")
+
+
+async def test_the_review_list_audits_each_record_it_shows(wechat: WeChatPusher) -> None:
+    from models.privacy import AuditLog
+
+    await run(wechat, "o-audit", [*ELDER, "是"])
+    assert "王秀兰" in await wechat.say("demo-grid-1", "待确认")
+    elder = await Resident.get(mobile="13904180011")
+    worker = await Resident.get(name="李网格")
+    row = await AuditLog.get(subject_id=elder.id)
+    assert (row.actor_id, row.action) == (worker.id, "view")  # type: ignore[attr-defined]
+    assert row.purpose.startswith("绑定审核 link_request:")

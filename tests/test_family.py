@@ -164,6 +164,10 @@ async def test_staff_confirm_in_person_when_the_elder_has_no_wechat(wechat: WeCh
 
     listing = await wechat.say("demo-grid-1", "代理确认")
     assert "李建国为王秀兰代办（子女）" in listing
+    from models.privacy import AuditLog
+
+    seen = await AuditLog.get(purpose__startswith="代理确认").prefetch_related("actor", "subject")
+    assert (seen.actor.name, seen.subject.name, seen.action) == ("李网格", "王秀兰", "view")  # type: ignore[union-attr]
     question = await wechat.say("demo-grid-1", "1")
     assert "当面核实" in question and "1号楼2单元301室" in question
     assert "已确认" in await wechat.say("demo-grid-1", "是")
