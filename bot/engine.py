@@ -225,6 +225,7 @@ class Flow:
         needs_binding: bool = True,
         roles: tuple[str, ...] = (),
         as_self: bool = False,
+        interrupts: bool = False,
     ) -> None:
         self.name = name
         self.title = title
@@ -235,6 +236,8 @@ class Flow:
         self.roles = roles
         # runs as the person themselves even while they act for an elder (binding, proxy links)
         self.as_self = as_self or bool(roles)
+        # its keywords work even while another flow waits for an answer (like 取消)
+        self.interrupts = interrupts
         self.entry_fn: StepFn | None = None
         self.steps: dict[str, StepFn] = {}
 
@@ -417,6 +420,9 @@ class Engine:
             return await self._back(msg.openid, state, now)
 
         if state is not None:
+            interrupting = self._keywords.get(word) if word else None
+            if interrupting is not None and interrupting.interrupts:
+                return await self._start(interrupting.name, turn, cancelled=state)
             return await self._answer(state, turn)
 
         prompts = await open_prompts(msg.openid, now)

@@ -399,7 +399,8 @@ async def _show_log(actor: Resident, engine: Engine) -> Done:
 
 # ---------------------------------------------------------------------------- 回到本人
 
-back_to_self = Flow("act_self", "回到本人", keywords=("回到本人", "结束代办"), needs_binding=False, as_self=True)
+back_to_self = Flow("act_self", "回到本人", keywords=("回到本人", "结束代办"), needs_binding=False, as_self=True,
+                    interrupts=True)
 
 
 @back_to_self.entry

@@ -293,3 +293,11 @@ async def test_declining_the_last_check_submits_nothing(wechat: WeChatPusher) ->
     assert "没有提交" in await wechat.say(SON, "否")
     assert not await ProxyLink.exists()
     assert not await PendingPrompt.filter(flow="family_review").exists()
+
+
+async def test_back_to_self_works_even_in_the_middle_of_a_question(wechat: WeChatPusher) -> None:
+    await linked_and_acting(wechat)
+    assert "王秀兰" in await wechat.say(SON, "我的信息")  # a question of 我的信息 is open now
+    reply = await wechat.say(SON, "回到本人")
+    assert "已结束为王秀兰代办" in reply
+    assert "李建国" in await profile(wechat, SON)
