@@ -40,7 +40,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _services(app: web.Application, flows: list[Flow] | None) -> AsyncIterator[None]:
-    async with open_services(app[CONFIG], app[CLOCK], flows=flows) as services:
+    run_scheduler = None if app[CONFIG].server.run_scheduler else False
+    async with open_services(app[CONFIG], app[CLOCK], flows=flows, run_scheduler=run_scheduler) as services:
         app[SERVICES] = services
         app[STORE] = services.store
         app[ENGINE] = services.engine

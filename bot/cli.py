@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         "accounts, old audit rows, names kept past a deletion) and print how many of each.")
     _config_arg(sweep)
 
+    scheduler = sub.add_parser(
+        "scheduler", help="run the timed jobs only (beside serve workers started with server.run_scheduler = false)",
+        description="Run the scheduler alone: the daily and periodic jobs and the due-action sweep, each run "
+        "claimed once in the database, missed runs caught up at start within their grace time.")
+    _config_arg(scheduler)
+
     qr = sub.add_parser("qr", help="WeChat QR codes to print", description="WeChat QR codes to print.")
     _config_arg(qr)
     qr_sub = qr.add_subparsers(dest="qr_command", required=True, metavar="QR_COMMAND")
@@ -188,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(staff_command(config, args))
         if args.command == "privacy":
             return asyncio.run(privacy_sweep(config))
+        if args.command == "scheduler":
+            return asyncio.run(scheduler_only(config))
         if args.command == "qr":
             from bot.posters import qr_buildings
 
@@ -269,6 +277,26 @@ def _print_push(sent: Any) -> None:
     text = getattr(sent, "text", "") or json.dumps(getattr(sent, "body", {}), ensure_ascii=False)
     print(f"\n【{labels.get(getattr(sent, 'kind', ''), '推送')}→{getattr(sent, 'touser', '')}】"
           + text.replace("\n", "\n      "), flush=True)
+
+
+async def scheduler_only(config: Config) -> int:
+    """The scheduler in a process of its own, until SIGINT or SIGTERM."""
+    await ensure_schema(config.database)
+    await init_db(config.database)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with open_services(config, Clock(), run_sender=False, run_scheduler=True) as services:
+            assert services.scheduler is not None
+            jobs = ", ".join(f"{job.name} ({job.trigger})" for job in services.scheduler.jobs())
+            print(f"linli scheduler: running {jobs}; stop with Ctrl-C", flush=True)
+            await stop.wait()
+    finally:
+        await close_db()
+    print("linli scheduler: stopped", flush=True)
+    return 0
 
 
 async def chat(config: Config, openid: str) -> int:

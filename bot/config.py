@@ -30,6 +30,9 @@ class ServerConfig:
     wechat_path: str = "/wechat"
     # The URL WeChat pushes to (https on 443 or http on 80); `linli wechat check` tests it.
     public_url: str = ""
+    # Run the scheduler inside each serve worker (each run is claimed once in the database);
+    # false when a dedicated `linli scheduler` process runs it.
+    run_scheduler: bool = True
 
 
 DEFAULT_MENU: list[dict[str, Any]] = [
@@ -104,6 +107,13 @@ class ConversationConfig:
 
 
 @dataclass(frozen=True)
+class NoticesConfig:
+    # Normal notices written in these hours wait for the morning; urgent ones go out at once.
+    quiet_start: str = "21:00"
+    quiet_end: str = "08:00"
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     session_hours: int = 72  # a mini-program session token lives this long
     login_per_minute: int = 20  # logins per client IP per minute
@@ -154,6 +164,7 @@ class Config:
     community: CommunityConfig = field(default_factory=CommunityConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    notices: NoticesConfig = field(default_factory=NoticesConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -263,6 +274,13 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("config key conversation.idle_minutes: must be at least 1")
     if cfg.conversation.prompt_days < 1:
         raise ConfigError("config key conversation.prompt_days: must be at least 1")
+    for name in ("quiet_start", "quiet_end"):
+        value = getattr(cfg.notices, name)
+        try:
+            hour, minute = (int(part) for part in value.split(":"))
+            time(hour, minute)
+        except ValueError:
+            raise ConfigError(f"config key notices.{name}: {value!r} is not a time like 21:00") from None
     for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):
         if getattr(cfg.api, name) < 1:
             raise ConfigError(f"config key api.{name}: must be at least 1")

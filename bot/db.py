@@ -22,6 +22,8 @@ MODEL_MODULES = [
     "models.privacy",
     "models.conversation",
     "models.outbox",
+    "models.jobs",
+    "models.notices",
 ]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import partial
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -25,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.clock import Clock
 from bot.config import Config, PrivacyConfig
+from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, sweep_due
 from models.privacy import Retention, retention_sweep
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ JobFn = Callable[[], Awaitable[object]]
 MISFIRE_GRACE = timedelta(hours=1)
 
 RETENTION_JOB = "privacy.retention"
+DUE_ACTIONS_JOB = "due_actions.sweep"
+MAX_CATCH_UP = 1000  # fire times looked at per wake-up (a minute job down for a day has 1440)
 
 
 @dataclass(frozen=True)
@@ -43,28 +47,51 @@ class JobInfo:
 
 
 class Scheduler:
-    """Named jobs; ``start`` inside the running event loop, ``stop`` before it closes."""
+    """Named jobs; ``start`` inside the running event loop, ``stop`` before it closes.
 
-    def __init__(self, tz: ZoneInfo, *, misfire_grace: timedelta = MISFIRE_GRACE) -> None:
+    APScheduler only wakes the process up. What runs is decided by ``run_due``: the fire times
+    of the job's trigger since its last claimed run, each claimed as a ``JobRun`` row (so two
+    schedulers run it once), run when still within the job's grace time and recorded as missed
+    otherwise. APScheduler 3 neither hands the fire time to the job nor remembers runs missed
+    while the process was down; both come from the database here, on every wake-up and at start.
+    """
+
+    def __init__(self, tz: ZoneInfo, clock: Clock | None = None, *, misfire_grace: timedelta = MISFIRE_GRACE) -> None:
         self.tz = tz
+        self.clock = clock or Clock()
         self.misfire_grace = misfire_grace
         self._aps = AsyncIOScheduler(timezone=tz)
-        self._jobs: dict[str, JobFn] = {}
+        self._jobs: dict[str, Callable[[datetime], Awaitable[object]]] = {}
         self._triggers: dict[str, CronTrigger] = {}
         self._labels: dict[str, str] = {}
+        self._grace: dict[str, timedelta] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def add_job(self, name: str, fn: Callable[[datetime], Awaitable[object]], *, label: str,
+                grace: timedelta | None = None, **cron: Any) -> None:
+        """Run ``fn(fire_time)`` at the times of a cron trigger (community time), once per fire time."""
+        if name in self._jobs:
+            raise ValueError(f"job {name} added twice")
+        trigger = CronTrigger(timezone=self.tz, **cron)
+        self._jobs[name] = fn
+        self._triggers[name] = trigger
+        self._labels[name] = label
+        self._grace[name] = grace if grace is not None else self.misfire_grace
+        self._locks[name] = asyncio.Lock()
+        self._aps.add_job(
+            self._wake, trigger, args=(name,), id=name, name=name,
+            misfire_grace_time=int(self._grace[name].total_seconds()) or 1, coalesce=True, max_instances=1,
+        )
 
     def add_daily(self, name: str, at: time, fn: JobFn) -> None:
         """Run ``fn()`` every day at ``at`` (community time)."""
-        if name in self._jobs:
-            raise ValueError(f"job {name} added twice")
-        trigger = CronTrigger(hour=at.hour, minute=at.minute, second=0, timezone=self.tz)
-        self._jobs[name] = fn
-        self._triggers[name] = trigger
-        self._labels[name] = f"daily {at.hour:02d}:{at.minute:02d}"
-        self._aps.add_job(
-            self._run, trigger, args=(name,), id=name, name=name,
-            misfire_grace_time=int(self.misfire_grace.total_seconds()), coalesce=True, max_instances=1,
-        )
+
+        async def daily(fire_time: datetime) -> object:
+            return await fn()
+
+        self.add_job(name, daily, label=f"daily {at.hour:02d}:{at.minute:02d}", hour=at.hour, minute=at.minute,
+                     second=0)
 
     def jobs(self) -> list[JobInfo]:
         return [JobInfo(name, self._labels[name]) for name in self._jobs]
@@ -75,29 +102,82 @@ class Scheduler:
         return fire
 
     async def run(self, name: str) -> object:
-        """Run one job now, as its schedule would (errors propagate to the caller)."""
-        return await self._jobs[name]()
+        """Run one job now, by hand (unclaimed; errors propagate to the caller)."""
+        return await self._jobs[name](self.clock.now())
 
-    async def _run(self, name: str) -> None:
+    def _fire_times(self, name: str, after: datetime | None, now: datetime) -> list[datetime]:
+        """The job's fire times in (after, now]; a job never run looks back only its grace time."""
+        trigger = self._triggers[name]
+        start = after if after is not None else now - self._grace[name] - timedelta(seconds=1)
+        times: list[datetime] = []
+        previous = None
+        current = start.astimezone(self.tz)
+        while len(times) < MAX_CATCH_UP:
+            fire = trigger.get_next_fire_time(previous, current)
+            if fire is None or fire > now:
+                break
+            if fire > start:
+                times.append(fire)
+            previous, current = fire, fire + timedelta(microseconds=1)
+        return times
+
+    async def run_due(self, name: str | None = None) -> list[tuple[str, datetime, str]]:
+        """Claim and run (or record as missed) every due fire time of one job or of all."""
+        outcomes: list[tuple[str, datetime, str]] = []
+        for job in [name] if name else list(self._jobs):
+            async with self._locks[job]:
+                now = self.clock.now()
+                for fire in self._fire_times(job, await last_fire_time(job), now):
+                    late = now - fire > self._grace[job]
+                    run = await claim_run(job, fire, now, status=RunStatus.MISSED if late else RunStatus.RUNNING)
+                    if run is None:
+                        outcomes.append((job, fire, "taken"))  # another scheduler has it
+                        continue
+                    if late:
+                        log.warning("scheduled job %s due %s was missed (more than %s late)", job,
+                                    fire.isoformat(), self._grace[job])
+                        outcomes.append((job, fire, RunStatus.MISSED))
+                        continue
+                    try:
+                        result = await self._jobs[job](fire)
+                    except Exception as exc:
+                        log.exception("scheduled job %s (due %s) failed", job, fire.isoformat())
+                        await finish_run(run, self.clock.now(), f"{type(exc).__name__}: {exc}")
+                        outcomes.append((job, fire, RunStatus.FAILED))
+                    else:
+                        log.info("scheduled job %s (due %s) done: %s", job, fire.isoformat(), result)
+                        await finish_run(run, self.clock.now())
+                        outcomes.append((job, fire, RunStatus.DONE))
+        return outcomes
+
+    async def _wake(self, name: str) -> None:
         try:
-            result = await self._jobs[name]()
+            await self.run_due(name)
         except Exception:
-            log.exception("scheduled job %s failed", name)
-        else:
-            log.info("scheduled job %s done: %s", name, result)
+            log.exception("scheduler: running job %s failed", name)
 
     @property
     def running(self) -> bool:
         return bool(self._aps.running)
 
     def start(self) -> None:
-        """Begin firing jobs; must be called with the event loop running."""
+        """Begin firing jobs (and catch up on missed runs); call with the event loop running."""
         self._aps.start()
+        task: asyncio.Task[object] = asyncio.create_task(self._wake_all(), name="scheduler-catch-up")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         log.info("scheduler started (%s): %s", self.tz.key,
                  ", ".join(f"{j.name} {j.trigger}" for j in self.jobs()) or "no jobs")
 
+    async def _wake_all(self) -> object:
+        for name in list(self._jobs):
+            await self._wake(name)
+        return None
+
     async def stop(self) -> None:
         """Stop firing jobs; a job in flight is cancelled (each job is one transaction)."""
+        for task in list(self._tasks):
+            task.cancel()
         if self._aps.running:
             self._aps.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a callback on the loop: let it run
@@ -121,6 +201,12 @@ async def run_retention(config: Config, clock: Clock) -> dict[str, int]:
 
 def service_scheduler(config: Config, clock: Clock) -> Scheduler:
     """The scheduler with every job of the service added (not started)."""
-    scheduler = Scheduler(ZoneInfo(config.community.timezone))
+    scheduler = Scheduler(ZoneInfo(config.community.timezone), clock)
     scheduler.add_daily(RETENTION_JOB, config.privacy.sweep_time, partial(run_retention, config, clock))
+
+    async def due_actions(fire_time: datetime) -> dict[str, int]:
+        return await sweep_due(clock.now())
+
+    scheduler.add_job(DUE_ACTIONS_JOB, due_actions, label="every minute", second=0,
+                      grace=timedelta(minutes=10))
     return scheduler

@@ -1,7 +1,7 @@
 """The flows, one router each; this list orders them."""
 
 from bot.engine import Flow
-from handlers import binding, family, menu, profile, staff_records
+from handlers import binding, family, menu, notices, profile, staff_records
 
 ROUTERS: list[Flow] = [
     menu.router,
@@ -15,6 +15,10 @@ ROUTERS: list[Flow] = [
     family.router,
     family.back_to_self,
     family.review,
+    notices.announce,
+    notices.stats,
+    notices.unsubscribe,
+    notices.subscribe,
 ]
 WELCOME = menu.WELCOME
 

@@ -77,6 +77,7 @@ class Resident(Model):
     created_at = fields.DatetimeField()
     verified_at = fields.DatetimeField(null=True)
     erased_at = fields.DatetimeField(null=True)  # personal data removed on request or by retention
+    notices_off_at = fields.DatetimeField(null=True)  # said 退订: no notices or announcements (urgent ones still)
 
     class Meta:
         table = "resident"

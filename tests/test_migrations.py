@@ -52,7 +52,7 @@ async def test_identity_migration_keeps_and_scopes_existing_grants(scratch_db: D
     ]:
         await conn.execute_script(sql)
     await Tortoise.close_connections()
-    assert await upgrade(scratch_db) == ["linli.0003_identity"]
+    assert (await upgrade(scratch_db))[0] == "linli.0003_identity"
     await Tortoise.init(config=config)
     try:
         conn = connections.get("default")

@@ -1,0 +1,218 @@
+"""Notices to many residents: announcements and the Friday service-day notices.
+
+A notice has an audience (a community, a grid or a building) and an urgency. Fanning it out
+writes one ``NoticeDelivery`` per resident and, for those it can reach, one outbox row keyed by
+(notice, resident) — so a retried fan-out, or a sender killed half way, never sends twice and
+never skips anyone. Residents who said 退订 are recorded as opted out (urgent notices still
+reach them). A normal notice written in quiet hours waits for the morning.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from tortoise import fields
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from models.errors import UserFacingError
+from models.jobs import register_action, schedule_action
+from models.outbox import OutboxMessage, Priority, enqueue
+from models.places import Building, Community, Grid
+from models.residents import Resident, WechatAccount
+
+TITLE_MAX = 30
+TEXT_MAX = 500
+
+
+class Urgency:
+    URGENT = "urgent"  # water or power cut now, safety warning: at once, even in quiet hours
+    NORMAL = "normal"
+
+
+class NoticeKind:
+    ANNOUNCEMENT = "announcement"
+    SERVICE_DAY = "service_day"
+
+
+class DeliveryStatus:
+    QUEUED = "queued"  # an outbox row exists; its state says whether it went out
+    OPTED_OUT = "opted_out"
+    NO_ACCOUNT = "no_account"  # no WeChat account to reach
+
+
+class Notice(Model):
+    id = fields.IntField(primary_key=True)
+    kind = fields.CharField(max_length=16, default=NoticeKind.ANNOUNCEMENT)
+    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
+        "linli.Community", related_name="notices", on_delete=fields.RESTRICT
+    )
+    grid: fields.ForeignKeyNullableRelation[Grid] = fields.ForeignKeyField(
+        "linli.Grid", related_name="notices", null=True, on_delete=fields.RESTRICT
+    )
+    building: fields.ForeignKeyNullableRelation[Building] = fields.ForeignKeyField(
+        "linli.Building", related_name="notices", null=True, on_delete=fields.RESTRICT
+    )
+    urgency = fields.CharField(max_length=8, default=Urgency.NORMAL)
+    title = fields.CharField(max_length=TITLE_MAX)
+    text = fields.CharField(max_length=TEXT_MAX)
+    created_by: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(
+        "linli.Resident", related_name="notices_sent", null=True, on_delete=fields.SET_NULL
+    )
+    created_at = fields.DatetimeField()
+    send_at = fields.DatetimeField()  # when it goes out (the morning, for a normal one in quiet hours)
+    fanned_out_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "notice"
+
+    def audience(self) -> str:
+        return "building" if self.building_id else "grid" if self.grid_id else "community"  # type: ignore[attr-defined]
+
+
+class NoticeDelivery(Model):
+    id = fields.BigIntField(primary_key=True)
+    notice: fields.ForeignKeyRelation[Notice] = fields.ForeignKeyField(
+        "linli.Notice", related_name="deliveries", on_delete=fields.CASCADE
+    )
+    resident: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
+        "linli.Resident", related_name="notice_deliveries", on_delete=fields.CASCADE
+    )
+    status = fields.CharField(max_length=12)
+    outbox: fields.ForeignKeyNullableRelation[OutboxMessage] = fields.ForeignKeyField(
+        "linli.OutboxMessage", related_name="deliveries", null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "notice_delivery"
+        unique_together = (("notice", "resident"),)
+
+
+def after_quiet_hours(now: datetime, tz: ZoneInfo, quiet_start: time, quiet_end: time) -> datetime:
+    """``now``, or the end of the quiet hours when ``now`` falls inside them (they may span midnight)."""
+    local = now.astimezone(tz)
+    t = local.time()
+    spans_midnight = quiet_start > quiet_end
+    inside = (t >= quiet_start or t < quiet_end) if spans_midnight else (quiet_start <= t < quiet_end)
+    if not inside:
+        return now
+    end = local.replace(hour=quiet_end.hour, minute=quiet_end.minute, second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)
+    return end.astimezone(now.tzinfo)
+
+
+async def create_notice(
+    *, community_id: int, title: str, text: str, urgency: str, now: datetime, send_at: datetime,
+    by_id: int | None, grid_id: int | None = None, building_id: int | None = None,
+    kind: str = NoticeKind.ANNOUNCEMENT,
+) -> Notice:
+    title, text = title.strip(), text.strip()
+    if not title or len(title) > TITLE_MAX:
+        raise UserFacingError(f"标题请写1到{TITLE_MAX}个字。")
+    if not text or len(text) > TEXT_MAX:
+        raise UserFacingError(f"正文请写1到{TEXT_MAX}个字。")
+    if urgency not in (Urgency.URGENT, Urgency.NORMAL):
+        raise UserFacingError("紧急程度只能是“紧急”或“普通”。")
+    return await Notice.create(kind=kind, community_id=community_id, grid_id=grid_id, building_id=building_id,
+                               urgency=urgency, title=title, text=text, created_by_id=by_id, created_at=now,
+                               send_at=send_at)
+
+
+async def audience_of(notice: Notice) -> list[Resident]:
+    query = Resident.filter(community_id=notice.community_id, erased_at=None)  # type: ignore[attr-defined]
+    if notice.building_id is not None:  # type: ignore[attr-defined]
+        query = query.filter(building_id=notice.building_id)  # type: ignore[attr-defined]
+    elif notice.grid_id is not None:  # type: ignore[attr-defined]
+        query = query.filter(building__grid_id=notice.grid_id)  # type: ignore[attr-defined]
+    return await query.order_by("id")
+
+
+def render(notice: Notice) -> str:
+    head = "【紧急通知】" if notice.urgency == Urgency.URGENT else "【社区通知】"
+    foot = "" if notice.urgency == Urgency.URGENT else "\n（回复“退订”不再接收社区通知）"
+    return f"{head}{notice.title}\n{notice.text}{foot}"
+
+
+async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[str, int]:
+    """One delivery per resident of the audience, one outbox row per reachable account.
+
+    Safe to run again (a crash half way, a retry): existing rows are kept, missing ones added.
+    """
+    notice = await Notice.get(id=notice_id)
+    priority = Priority.NORMAL if notice.urgency == Urgency.URGENT else Priority.BULK
+    text = render(notice)
+    counts = {DeliveryStatus.QUEUED: 0, DeliveryStatus.OPTED_OUT: 0, DeliveryStatus.NO_ACCOUNT: 0}
+    people = await audience_of(notice)
+    done = set(await NoticeDelivery.filter(notice_id=notice.id).values_list("resident_id", flat=True))
+    for start in range(0, len(people), batch):
+        chunk = [p for p in people[start:start + batch] if p.id not in done]
+        if not chunk:
+            continue
+        accounts: dict[int, list[WechatAccount]] = {}
+        for account in await WechatAccount.filter(resident_id__in=[p.id for p in chunk], channel__in=["oa", "chat"],
+                                                  subscribed=True):
+            accounts.setdefault(account.resident_id, []).append(account)  # type: ignore[attr-defined]
+        async with in_transaction():
+            for person in chunk:
+                mine = accounts.get(person.id, [])
+                if person.notices_off_at is not None and notice.urgency != Urgency.URGENT:
+                    status, outbox = DeliveryStatus.OPTED_OUT, None
+                elif not mine:
+                    status, outbox = DeliveryStatus.NO_ACCOUNT, None
+                else:
+                    status = DeliveryStatus.QUEUED
+                    outbox = None
+                    for account in mine:
+                        row = await enqueue(openid=account.openid, kind="text", payload={"content": text},
+                                            idempotency_key=f"notice:{notice.id}:{account.openid}",
+                                            now=max(now, notice.send_at), priority=priority)
+                        outbox = outbox or row
+                await NoticeDelivery.create(notice_id=notice.id, resident_id=person.id, status=status, outbox=outbox)
+                counts[status] += 1
+    notice.fanned_out_at = now
+    await notice.save(update_fields=["fanned_out_at"])
+    return counts
+
+
+async def notice_report(notice_id: int) -> dict[str, int]:
+    """Per notice: recipients, sent, waiting, failed (by error code), opted out, unreachable."""
+    rows = await NoticeDelivery.filter(notice_id=notice_id).prefetch_related("outbox")
+    report: dict[str, int] = {"recipients": len(rows), "sent": 0, "waiting": 0, "opted_out": 0, "no_account": 0}
+    for row in rows:
+        if row.status != DeliveryStatus.QUEUED:
+            report[row.status] += 1
+        elif row.outbox is None:
+            report["failed:deleted"] = report.get("failed:deleted", 0) + 1
+        elif row.outbox.state == "sent":
+            report["sent"] += 1
+        elif row.outbox.state == "failed":
+            code = f"failed:{row.outbox.error_code}"
+            report[code] = report.get(code, 0) + 1
+        else:
+            report["waiting"] += 1
+    return report
+
+
+@register_action("notice.fan_out")
+async def _fan_out_due(target: str, now: datetime) -> None:
+    await fan_out(int(target.removeprefix("notice:")), now)
+
+
+async def schedule_notice(notice: Notice, now: datetime) -> None:
+    """Fan the notice out when it is due (through the due-action table, so a restart loses none);
+    an urgent one is fanned out at once as well."""
+    await schedule_action("notice.fan_out", f"notice:{notice.id}", notice.send_at, now)
+    if notice.urgency == Urgency.URGENT:
+        await fan_out(notice.id, now)
+
+
+async def set_notices(resident_id: int, on: bool, now: datetime) -> bool:
+    """退订 / 订阅; returns whether anything changed."""
+    resident = await Resident.get(id=resident_id)
+    if on == (resident.notices_off_at is None):
+        return False
+    resident.notices_off_at = None if on else now
+    await resident.save(update_fields=["notices_off_at"])
+    return True

@@ -1,0 +1,111 @@
+"""社区通知: announcements by urgency and quiet hours, opt-out, fan-out that never sends twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.clock import FrozenClock
+from models.jobs import sweep_due
+from models.notices import DeliveryStatus, Notice, NoticeDelivery, fan_out, notice_report
+from models.outbox import OutboxMessage, Priority
+from models.places import Building
+from models.residents import Resident, WechatAccount
+from tests.wechat import WeChatPusher
+
+pytestmark = pytest.mark.usefixtures("demo")
+
+STAFF = "demo-staff"  # 周社工, community staff of 米家社区
+
+
+async def residents_of_building_1() -> list[Resident]:
+    """Three more residents of 1号楼: two on WeChat (one will opt out), one without WeChat.
+
+    The demo already has two there: 李网格 (on WeChat) and 王秀兰 (not).
+    """
+    building = await Building.get(name="1号楼")
+    people = []
+    for i, name in enumerate(["甲居民", "乙居民", "丙居民"]):
+        person = await Resident.create(name=name, mobile=f"1391111000{i}", community_id=building.community_id,  # type: ignore[attr-defined]
+                                       building=building, unit="1", room=f"10{i}", created_at=datetime.now(UTC))
+        people.append(person)
+        if i < 2:
+            await WechatAccount.create(openid=f"oa-{i}", channel="oa", resident=person, created_at=person.created_at)
+    return people
+
+
+async def announce(wechat: WeChatPusher, urgency: str, title: str = "明天上午停水") -> str:
+    listing = await wechat.say(STAFF, "发通知")
+    number = next(line.split(".")[0] for line in listing.splitlines() if line.endswith(". 1号楼"))
+    await wechat.say(STAFF, number)
+    await wechat.say(STAFF, "1" if urgency == "normal" else "2")
+    await wechat.say(STAFF, title)
+    summary = await wechat.say(STAFF, "8:00-12:00 管道检修，请提前储水。")
+    assert "1号楼" in summary and "位居民" in summary
+    return await wechat.say(STAFF, "是")
+
+
+async def test_a_normal_announcement_reaches_the_building_and_skips_who_opted_out(wechat: WeChatPusher) -> None:
+    people = await residents_of_building_1()
+    assert "已退订" in await wechat.say("oa-1", "退订")
+    done = await announce(wechat, "normal")
+    assert "已发送给米家社区1号楼" in done
+    notice = await Notice.get()
+    assert (await sweep_due(notice.send_at))["done"] == 1  # the due action fans it out
+    rows = {r.resident_id: r.status for r in await NoticeDelivery.filter(notice_id=notice.id)}  # type: ignore[attr-defined]
+    assert rows[people[0].id] == DeliveryStatus.QUEUED
+    assert rows[people[1].id] == DeliveryStatus.OPTED_OUT
+    assert rows[people[2].id] == DeliveryStatus.NO_ACCOUNT
+    message = await OutboxMessage.get(openid="oa-0")
+    assert message.priority == Priority.BULK and "【社区通知】明天上午停水" in message.payload["content"]
+    assert "退订" in message.payload["content"]
+    assert not await OutboxMessage.filter(openid="oa-1").exists()
+    report = await notice_report(notice.id)
+    assert report["recipients"] == 5 and report["opted_out"] == 1 and report["no_account"] == 2
+    assert report["sent"] + report["waiting"] == 2
+
+
+async def test_written_at_night_a_normal_notice_waits_for_eight(wechat: WeChatPusher, clock: FrozenClock) -> None:
+    await residents_of_building_1()
+    clock.set(datetime(2026, 11, 27, 14, 30, tzinfo=UTC))  # 22:30 in Shanghai
+    done = await announce(wechat, "normal")
+    assert "夜间免打扰" in done and "08:00" in done
+    notice = await Notice.get()
+    assert notice.send_at == datetime(2026, 11, 28, 0, 0, tzinfo=UTC)  # 08:00 Shanghai
+    assert (await sweep_due(clock.now()))["done"] == 0  # not before the morning
+    assert (await sweep_due(notice.send_at))["done"] == 1
+    assert await OutboxMessage.filter(openid="oa-0").exists()
+
+
+async def test_an_urgent_notice_goes_out_at_once_at_night_even_to_who_opted_out(
+    wechat: WeChatPusher, clock: FrozenClock
+) -> None:
+    await residents_of_building_1()
+    await wechat.say("oa-1", "退订")
+    clock.set(datetime(2026, 11, 27, 15, 0, tzinfo=UTC))  # 23:00 in Shanghai
+    assert "已发送" in await announce(wechat, "urgent", "燃气泄漏请勿用火")
+    for openid in ("oa-0", "oa-1"):
+        message = await OutboxMessage.get(openid=openid)
+        assert message.priority == Priority.NORMAL and "【紧急通知】燃气泄漏请勿用火" in message.payload["content"]
+        assert message.next_attempt_at == clock.now()
+
+
+async def test_fan_out_again_sends_nobody_twice(wechat: WeChatPusher) -> None:
+    await residents_of_building_1()
+    await announce(wechat, "normal")
+    notice = await Notice.get()
+    first = await fan_out(notice.id, notice.send_at)
+    again = await fan_out(notice.id, notice.send_at)
+    assert sum(first.values()) == 5 and sum(again.values()) == 0
+    assert await OutboxMessage.filter(idempotency_key__startswith=f"notice:{notice.id}:").count() == 3
+
+
+async def test_subscribe_again_and_grid_workers_only_address_their_grid(wechat: WeChatPusher) -> None:
+    await residents_of_building_1()
+    assert "已退订" in await wechat.say("oa-0", "退订")
+    assert "已订阅" in await wechat.say("oa-0", "订阅")
+    assert (await Resident.get(name="甲居民")).notices_off_at is None
+    listing = await wechat.say("demo-grid-2", "发通知")  # 第二网格: 4号楼 and 5号楼
+    assert "4号楼" in listing and "1号楼" not in listing and "全体居民" in listing
+    assert "仅限相关工作人员" in await wechat.say("oa-0", "发通知")
