@@ -74,6 +74,8 @@ class OutboxConfig:
     poll_ms: int = 500
     # A message 'sending' for longer than this (its sender died) is sent again.
     lease_seconds: int = 60
+    # When WeChat's daily quota (45009) is reached, a notice pauses until this community time.
+    quota_reset: str = "00:05"
 
 
 @dataclass(frozen=True)
@@ -274,13 +276,13 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("config key conversation.idle_minutes: must be at least 1")
     if cfg.conversation.prompt_days < 1:
         raise ConfigError("config key conversation.prompt_days: must be at least 1")
-    for name in ("quiet_start", "quiet_end"):
-        value = getattr(cfg.notices, name)
+    for section, name in (("notices", "quiet_start"), ("notices", "quiet_end"), ("outbox", "quota_reset")):
+        value = getattr(getattr(cfg, section), name)
         try:
             hour, minute = (int(part) for part in value.split(":"))
             time(hour, minute)
         except ValueError:
-            raise ConfigError(f"config key notices.{name}: {value!r} is not a time like 21:00") from None
+            raise ConfigError(f"config key {section}.{name}: {value!r} is not a time like 21:00") from None
     for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):
         if getattr(cfg.api, name) < 1:
             raise ConfigError(f"config key api.{name}: must be at least 1")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiolimiter import AsyncLimiter
+from tortoise.expressions import Q
 
 from bot import wechat_rules as rules
 from bot.clock import Clock
@@ -21,11 +24,12 @@ from bot.metrics import Metrics
 from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
 from models import outbox
 from models.conversation import mark_delivered
-from models.outbox import OutboxMessage, Priority
+from models.outbox import OutboxMessage, Priority, State
 from models.residents import WechatAccount
 
 log = logging.getLogger(__name__)
 
+NOTICE_KEY = "notice:"  # models.notices: notice:<id>:<openid>
 PROMPT_KEY = "prompt:"  # engine.ask_later's outbox key: prompt:<id>
 
 BACKOFF_MAX = timedelta(minutes=10)
@@ -59,9 +63,11 @@ def split_text(text: str, limit: int) -> list[str]:
 class Sender:
     def __init__(
         self, client: WeChatClient, clock: Clock, cfg: OutboxConfig, metrics: Metrics | None = None, *,
-        only_openid: str | None = None,
+        only_openid: str | None = None, templates: Mapping[str, str] | None = None, tz: ZoneInfo | None = None,
     ) -> None:
         self.client = client
+        self.templates = dict(templates or {})  # purpose → template ID (wechat.templates)
+        self.tz = tz or ZoneInfo("Asia/Shanghai")
         # `linli chat` sends only to its own resident, whose window the built-in fake knows;
         # what is for others waits in the outbox for their own session.
         self.only_openid = only_openid
@@ -149,6 +155,12 @@ class Sender:
 
     async def _failed(self, message: OutboxMessage, code: int, text: str) -> None:
         now = self.clock.now()
+        if code == rules.ERR_API_QUOTA and message.idempotency_key.startswith(NOTICE_KEY):
+            await self._pause_notice(message, now)
+            return
+        if code in rules.ALLOWANCE_ERRORS and message.payload.get("fallback_template"):
+            await self._fall_back_to_template(message, code, now)
+            return
         if code in rules.TRANSIENT_ERRORS or code in rules.TOKEN_ERRORS:
             await self._retry(message, code, text)
             return
@@ -162,6 +174,40 @@ class Sender:
             log.warning("outbox: message %s is out of the customer-service allowance (%s)", message.id, code)
         else:
             log.error("outbox: message %s failed permanently with WeChat error %s", message.id, code)
+
+    async def _pause_notice(self, message: OutboxMessage, now: datetime) -> None:
+        """Daily quota reached: the whole notice waits until the configured reset time, then resumes."""
+        hour, minute = (int(part) for part in self.cfg.quota_reset.split(":"))
+        local = now.astimezone(self.tz)
+        reset = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if reset <= local:
+            reset += timedelta(days=1)
+        prefix = message.idempotency_key.rsplit(":", 1)[0] + ":"
+        paused = await OutboxMessage.filter(
+            Q(id=message.id) | Q(idempotency_key__startswith=prefix, state=State.PENDING)
+        ).update(state=State.PENDING, next_attempt_at=reset.astimezone(now.tzinfo), lease_until=None,
+                 error_code=rules.ERR_API_QUOTA,
+                 error_message=f"paused: daily quota reached; resumes {reset.isoformat()}")
+        self.metrics.sends.labels("paused", str(rules.ERR_API_QUOTA)).inc()
+        log.warning("outbox: daily quota reached; %d messages of %s paused until %s", paused, prefix[:-1],
+                    reset.isoformat())
+
+    async def _fall_back_to_template(self, message: OutboxMessage, code: int, now: datetime) -> None:
+        """Outside the customer-service window: a follower gets the template message of that purpose."""
+        purpose = str(message.payload["fallback_template"])
+        template_id = self.templates.get(purpose)
+        if not template_id:
+            await outbox.mark_failed(message.id, code,
+                                     f"out of the allowance window; no '{purpose}' template configured")
+            self.metrics.sends.labels("no_allowance", str(code)).inc()
+            return
+        await outbox.enqueue(openid=message.openid, kind="template",
+                             idempotency_key=message.idempotency_key + ":template",
+                             payload={"template_id": template_id, "data": message.payload.get("fallback_data", {})},
+                             now=now, priority=message.priority, channel=message.channel)
+        await outbox.mark_failed(message.id, code, "out of the allowance window; sent as a template message")
+        self.metrics.sends.labels("fallback", str(code)).inc()
+        self.notify()
 
     async def _retry(self, message: OutboxMessage, code: int | None, text: str) -> None:
         now = self.clock.now()

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from redis.asyncio import Redis
@@ -79,7 +80,8 @@ async def open_services(
             wechat, miniprogram = config.wechat, config.miniprogram
         metrics = Metrics()
         client = WeChatClient(session, store, wechat, miniprogram, base_url=base_url)
-        sender = Sender(client, clock, config.outbox, metrics, only_openid=only_openid)
+        sender = Sender(client, clock, config.outbox, metrics, only_openid=only_openid,
+                        templates=wechat.templates, tz=ZoneInfo(config.community.timezone))
         engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
         if run_sender:
             task = asyncio.create_task(sender.run(stop), name="outbox-sender")

@@ -143,6 +143,12 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[st
     notice = await Notice.get(id=notice_id)
     priority = Priority.NORMAL if notice.urgency == Urgency.URGENT else Priority.BULK
     text = render(notice)
+    # outside the customer-service window the sender falls back to the 'notice' template (wechat.templates)
+    payload = {"content": text, "fallback_template": "notice", "fallback_data": {
+        "first": {"value": ("【紧急】" if notice.urgency == Urgency.URGENT else "") + notice.title},
+        "keyword1": {"value": notice.text[:180]},
+        "remark": {"value": "详情请咨询社区工作人员。"},
+    }}
     counts = {DeliveryStatus.QUEUED: 0, DeliveryStatus.OPTED_OUT: 0, DeliveryStatus.NO_ACCOUNT: 0}
     people = await audience_of(notice)
     done = set(await NoticeDelivery.filter(notice_id=notice.id).values_list("resident_id", flat=True))
@@ -165,7 +171,7 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[st
                     status = DeliveryStatus.QUEUED
                     outbox = None
                     for account in mine:
-                        row = await enqueue(openid=account.openid, kind="text", payload={"content": text},
+                        row = await enqueue(openid=account.openid, kind="text", payload=payload,
                                             idempotency_key=f"notice:{notice.id}:{account.openid}",
                                             now=max(now, notice.send_at), priority=priority)
                         outbox = outbox or row

@@ -109,3 +109,71 @@ async def test_subscribe_again_and_grid_workers_only_address_their_grid(wechat: 
     listing = await wechat.say("demo-grid-2", "发通知")  # 第二网格: 4号楼 and 5号楼
     assert "4号楼" in listing and "1号楼" not in listing and "全体居民" in listing
     assert "仅限相关工作人员" in await wechat.say("oa-0", "发通知")
+
+
+# ---------------------------------------------------------------------------- channels
+
+async def _urgent_notice_to_building_1(clock: FrozenClock) -> Notice:
+    from models.notices import create_notice, schedule_notice
+
+    building = await Building.get(name="1号楼")
+    notice = await create_notice(community_id=building.community_id, building_id=building.id,  # type: ignore[attr-defined]
+                                 title="燃气检修", text="今天下午燃气检修，请关闭阀门。", urgency="urgent",
+                                 now=clock.now(), send_at=clock.now(), by_id=None)
+    await schedule_notice(notice, clock.now())
+    return notice
+
+
+async def _until_settled(openids: list[str]) -> list[OutboxMessage]:
+    import asyncio
+
+    for _ in range(500):  # the sender works in the background
+        rows = await OutboxMessage.filter(openid__in=openids).order_by("id")
+        if rows and all(r.state in ("sent", "failed") or r.error_code == 45009 for r in rows):
+            return rows
+        await asyncio.sleep(0.01)
+    raise AssertionError("the outbox did not settle")
+
+
+async def test_outside_the_window_a_follower_gets_the_notice_template(
+    aiohttp_client, config, clock: FrozenClock  # type: ignore[no-untyped-def]
+) -> None:
+    from bot.app import SERVICES, create_app
+    from models.demo import load_demo
+
+    app = create_app(config.replace(wechat={"templates": {"notice": "tpl-notice"}}), clock=clock)
+    client = await aiohttp_client(app)
+    await load_demo(clock.now())
+    await residents_of_building_1()
+    fake = client.app[SERVICES].fake
+    fake.follow("oa-0")
+    fake.follow("oa-1")
+    fake.interact("oa-0")  # oa-0 wrote to us lately; oa-1 did not
+    await _urgent_notice_to_building_1(clock)
+    client.app[SERVICES].sender.notify()
+    await _until_settled(["oa-0", "oa-1"])
+    await _until_settled(["oa-1"])
+    assert any("燃气检修" in t for t in fake.texts("oa-0"))
+    templates = fake.sent("template", "oa-1")
+    assert [m.template_id for m in templates] == ["tpl-notice"]
+    assert templates[0].body["data"]["first"]["value"] == "【紧急】燃气检修"
+    original = await OutboxMessage.get(openid="oa-1", kind="text")
+    assert original.state == "failed" and "sent as a template" in original.error_message
+
+
+async def test_daily_quota_pauses_the_notice_until_the_reset_time(client, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
+    from bot.app import SERVICES
+
+    await residents_of_building_1()
+    fake = client.app[SERVICES].fake
+    for openid in ("oa-0", "oa-1"):
+        fake.follow(openid)
+        fake.interact(openid)
+    fake.fail("/cgi-bin/message/custom/send", 45009, times=100)
+    await _urgent_notice_to_building_1(clock)
+    client.app[SERVICES].sender.notify()
+    rows = await _until_settled(["oa-0", "oa-1"])
+    reset = datetime(2026, 11, 27, 16, 5, tzinfo=UTC)  # 00:05 next day in Shanghai
+    assert {(r.state, r.next_attempt_at) for r in rows} == {("pending", reset)}
+    assert all("paused" in r.error_message for r in rows)
+    assert fake.texts("oa-0") == []
