@@ -28,4 +28,5 @@ from handlers import api_identity  # noqa: E402
 
 API_ROUTERS: list[ApiRouter] = [
     api_identity.router,
+    notices.api,
 ]

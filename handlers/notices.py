@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, time
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+
+from bot.api import ApiRequest, ApiRouter, Strict, not_found
 from bot.engine import Ask, Done, Engine, Flow, choice, confirm, free_text
 from models.notices import (
     TEXT_MAX,
@@ -175,3 +178,69 @@ async def show_stats(actor: Resident) -> Done:
                      f"失败{failed}{'（' + codes + '）' if codes else ''}，已退订{report['opted_out']}，"
                      f"无法联系{report['no_account']}")
     return Done("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------- the API
+
+api = ApiRouter("notices")
+
+
+class AnnouncementIn(Strict):
+    audience: Literal["community", "grid", "building"]
+    audience_id: int = Field(ge=1, le=2**31 - 1)
+    urgency: Literal["normal", "urgent"] = "normal"
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    text: str = Field(min_length=1, max_length=TEXT_MAX)
+
+
+class AnnouncementOut(BaseModel):
+    id: int
+    audience: str
+    urgency: str
+    title: str
+    text: str
+    send_at: str = Field(description="when it goes out (the end of quiet hours for a normal one written at night)")
+    report: dict[str, int] = Field(description="recipients, sent, waiting, failed:<errcode>, opted_out, no_account")
+
+
+async def _announcement_out(notice: Notice, label: str) -> AnnouncementOut:
+    return AnnouncementOut(id=notice.id, audience=label, urgency=notice.urgency, title=notice.title, text=notice.text,
+                           send_at=notice.send_at.isoformat(), report=await notice_report(notice.id))
+
+
+@api.route("POST", "/announcements", summary="Send an announcement (staff)", body=AnnouncementIn,
+           response=AnnouncementOut, status=201, errors=(404, 409))
+async def post_announcement(req: ApiRequest) -> AnnouncementOut:
+    """To a community, grid or building in the caller's scope; a normal one written in quiet hours
+    goes out at their end, an urgent one at once."""
+    actor = await req.bound_actor()
+    body: AnnouncementIn = req.body
+    audience = f"{body.audience}:{body.audience_id}"
+    if audience not in {value for value, _ in await _audiences(actor)}:
+        raise not_found()
+    community_id, grid_id, building_id, label = await _place(audience)
+    engine = req.services.engine
+    quiet = engine.config.notices
+    send_at = req.now if body.urgency == Urgency.URGENT else after_quiet_hours(
+        req.now, engine.tz, _parse(quiet.quiet_start), _parse(quiet.quiet_end))
+    notice = await create_notice(community_id=community_id, grid_id=grid_id, building_id=building_id, title=body.title,
+                                 text=body.text, urgency=body.urgency, now=req.now, send_at=send_at, by_id=actor.id)
+    await schedule_notice(notice, req.now)
+    if engine.sender is not None:
+        engine.sender.notify()
+    return await _announcement_out(notice, label)
+
+
+@api.route("GET", "/announcements/{notice_id}", summary="An announcement and its delivery figures (staff)",
+           response=AnnouncementOut, errors=(409,))
+async def get_announcement(req: ApiRequest) -> AnnouncementOut:
+    """For staff who may address its audience."""
+    actor = await req.bound_actor()
+    notice = await Notice.get_or_none(id=req.path["notice_id"])
+    if notice is None:
+        raise not_found()
+    audience = (f"building:{notice.building_id}" if notice.building_id else  # type: ignore[attr-defined]
+                f"grid:{notice.grid_id}" if notice.grid_id else f"community:{notice.community_id}")  # type: ignore[attr-defined]
+    if audience not in {value for value, _ in await _audiences(actor)}:
+        raise not_found()
+    return await _announcement_out(notice, (await _place(audience))[3])

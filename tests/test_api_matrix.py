@@ -19,6 +19,7 @@ from bot.api import create_session
 from bot.app import SERVICES
 from handlers import API_ROUTERS
 from models.facts import declare
+from models.notices import create_notice
 from models.places import Building, Community, SubDistrict
 from models.privacy import request_deletion
 from models.proxies import decide_link, request_link
@@ -69,6 +70,9 @@ async def build_world(client: Any) -> World:
     pending_link, _ = await request_link(proxy_id=stranger.id, elder_id=elder.id, relation="亲属", now=NOW)
     fact = await declare(resident_id=elder.id, code="dibao", now=NOW, by_id=elder.id)
     data_request, _ = await request_deletion(resident_id=elder.id, by_id=elder.id, now=NOW)
+    building_1 = await Building.get(name="1号楼")
+    notice = await create_notice(community_id=mijia.id, building_id=building_1.id, title="停水", text="明天停水",
+                                 urgency="normal", now=NOW, send_at=NOW, by_id=None)
     volunteer = await Resident.get(name="孙志愿")
     volunteer_grant = await StaffRole.get(resident_id=volunteer.id, role=Role.VOLUNTEER)
     people = {
@@ -81,7 +85,8 @@ async def build_world(client: Any) -> World:
         await _session(client, world, actor, person)
     world.ids = {"elder": elder.id, "me": me.id, "link": link.id, "pending_link": pending_link.id,
                  "fact": fact.id, "data_request": data_request.id, "grant": volunteer_grant.id,
-                 "mijia": mijia.id, "building": (await Building.get(name="3号楼")).id}
+                 "mijia": mijia.id, "building": (await Building.get(name="3号楼")).id,
+                 "building_1": building_1.id, "notice": notice.id}
     return world
 
 
@@ -170,6 +175,10 @@ TABLE: list[Row] = [
     Row("POST", "/staff", only(201, "staff", "subdistrict", "admin"),
         body=lambda w: {"resident_id": w.ids["me"], "role": "volunteer", "scope_id": w.ids["mijia"]}),
     Row("DELETE", "/staff/{grant_id}", only(200, "staff", "subdistrict", "admin"), {"grant_id": "grant"}),
+    # announcements: staff who may address that building (its community's staff, its grid's worker)
+    Row("POST", "/announcements", only(201, "staff", "grid"),
+        body=lambda w: {"audience": "building", "audience_id": w.ids["building_1"], "title": "停电", "text": "检修"}),
+    Row("GET", "/announcements/{notice_id}", only(200, "staff", "grid"), {"notice_id": "notice"}),
 ]
 
 CASES = [pytest.param(row, actor, id=f"{row.method} {row.path} as {actor}") for row in TABLE for actor in ACTORS]

@@ -177,3 +177,24 @@ async def test_daily_quota_pauses_the_notice_until_the_reset_time(client, clock:
     assert {(r.state, r.next_attempt_at) for r in rows} == {("pending", reset)}
     assert all("paused" in r.error_message for r in rows)
     assert fake.texts("oa-0") == []
+
+
+async def test_staff_announce_through_the_api(client, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
+    from tests.api import MiniProgram
+
+    await residents_of_building_1()
+    staff = MiniProgram(client, "mp-staff")
+    await staff.login()
+    await staff.verify_phone("13904180003")  # 周社工
+    building = await Building.get(name="1号楼")
+    clock.set(datetime(2026, 11, 27, 14, 0, tzinfo=UTC))  # 22:00 in Shanghai
+    sent = await staff.call("POST", "/announcements", {"audience": "building", "audience_id": building.id,
+                                                      "title": "明早停水", "text": "7:00-9:00 停水。"})
+    assert sent.status == 201 and sent.body["send_at"] == "2026-11-28T00:00:00+00:00"
+    other = await Building.get(name="东1栋")  # another community
+    refused = await staff.call("POST", "/announcements", {"audience": "building", "audience_id": other.id,
+                                                         "title": "x", "text": "y"})
+    assert refused.status == 404
+    await sweep_due(datetime(2026, 11, 28, 0, 0, tzinfo=UTC))
+    report = (await staff.call("GET", f"/announcements/{sent.body['id']}")).body["report"]
+    assert report["recipients"] == 5 and report["no_account"] == 2
