@@ -74,7 +74,7 @@ class ApiError(Exception):
 
     def response(self) -> web.Response:
         body = Error(error=self.error, message=self.message, fields=self.fields)
-        return web.json_response(body.model_dump(), status=self.status, headers=self.headers)
+        return web.json_response(text=body.model_dump_json(), status=self.status, headers=self.headers)
 
 
 def not_found(message: str = "没有找到。") -> ApiError:
@@ -361,8 +361,10 @@ def add_api(app: web.Application, routes: list[Route], services_key: Any, limite
     spec = openapi(routes)
     page = docs_page(spec)
 
+    spec_text = json.dumps(spec, ensure_ascii=False)
+
     async def spec_view(request: web.Request) -> web.Response:
-        return web.json_response(spec)
+        return web.json_response(text=spec_text)
 
     async def docs_view(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")

@@ -24,6 +24,7 @@ MODEL_MODULES = [
     "models.outbox",
     "models.jobs",
     "models.notices",
+    "models.service_days",
 ]
 
 

@@ -24,10 +24,11 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.clock import Clock
+from bot.clock import Clock, work_calendar
 from bot.config import Config, PrivacyConfig
 from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, sweep_due
 from models.privacy import Retention, retention_sweep
+from models.service_days import run_service_day_notices
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ MISFIRE_GRACE = timedelta(hours=1)
 
 RETENTION_JOB = "privacy.retention"
 DUE_ACTIONS_JOB = "due_actions.sweep"
+SERVICE_DAY_JOB = "service_days.notices"
 MAX_CATCH_UP = 1000  # fire times looked at per wake-up (a minute job down for a day has 1440)
 
 
@@ -209,4 +211,14 @@ def service_scheduler(config: Config, clock: Clock) -> Scheduler:
 
     scheduler.add_job(DUE_ACTIONS_JOB, due_actions, label="every minute", second=0,
                       grace=timedelta(minutes=10))
+
+    calendar = work_calendar(config.community)
+    quiet_start = time.fromisoformat(config.notices.quiet_start)
+
+    async def service_day_notices(fire_time: datetime) -> dict[str, int]:
+        # the notice times are per-community settings: the job looks every few minutes whose time has come
+        return await run_service_day_notices(clock.now(), scheduler.tz, calendar, quiet_start)
+
+    scheduler.add_job(SERVICE_DAY_JOB, service_day_notices, label="every 5 minutes", minute="*/5", second=0,
+                      grace=timedelta(minutes=30))
     return scheduler

@@ -1,7 +1,7 @@
 """The flows, one router each; this list orders them."""
 
 from bot.engine import Flow
-from handlers import binding, family, menu, notices, profile, staff_records
+from handlers import binding, family, menu, notices, profile, service_days, staff_records
 
 ROUTERS: list[Flow] = [
     menu.router,
@@ -19,6 +19,9 @@ ROUTERS: list[Flow] = [
     notices.stats,
     notices.unsubscribe,
     notices.subscribe,
+    service_days.plan,
+    service_days.overview,
+    service_days.join,
 ]
 WELCOME = menu.WELCOME
 

@@ -12,7 +12,7 @@ import pytest
 
 from bot.clock import FrozenClock
 from bot.config import Config
-from bot.scheduler import DUE_ACTIONS_JOB, RETENTION_JOB, Scheduler, service_scheduler
+from bot.scheduler import DUE_ACTIONS_JOB, RETENTION_JOB, SERVICE_DAY_JOB, Scheduler, service_scheduler
 from models.jobs import (
     MAX_ATTEMPTS,
     ActionStatus,
@@ -104,7 +104,7 @@ async def test_a_failing_run_is_recorded_and_not_retried_for_the_same_time() -> 
 
 async def test_the_service_registers_retention_and_the_due_action_sweep(config: Config, clock: FrozenClock) -> None:
     names = [job.name for job in service_scheduler(config, clock).jobs()]
-    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB]
+    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB]
 
 
 # ---------------------------------------------------------------------------- due actions
@@ -185,6 +185,7 @@ async def test_linli_scheduler_runs_until_told_to_stop(tmp_path: Any, cli_env: d
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), timeout=120)  # a hang guard, not a timing assertion
     assert "linli scheduler: running privacy.retention (daily 03:30), due_actions.sweep (every minute)" in line.decode()
+    assert "service_days.notices" in line.decode()
     proc.send_signal(signal.SIGTERM)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0 and "stopped" in out.decode()
