@@ -9,6 +9,7 @@ import multiprocessing
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import create_app
-from bot.clock import Clock
+from bot.clock import Clock, ShiftedClock
 from bot.config import Config, ConfigError, load_config
 from bot.db import SchemaOutdated, close_db, ensure_schema, init_db, upgrade
 from bot.engine import Inbound
@@ -279,6 +280,23 @@ def _print_push(sent: Any) -> None:
           + text.replace("\n", "\n      "), flush=True)
 
 
+async def _jump(services: Any, clock: ShiftedClock, line: str) -> None:
+    """/at YYYY-MM-DD HH:MM: move this session's clock forward (community time) and run what fell due."""
+    tz = services.engine.tz
+    try:
+        when = datetime.strptime(line.removeprefix("/at").strip(), "%Y-%m-%d %H:%M").replace(tzinfo=tz)
+        clock.jump_to(when)
+    except ValueError:
+        print("用法：/at 2026-11-26 18:00（只能往后拨，按社区时间）", flush=True)
+        return
+    print(f"（时钟已拨到 {when:%Y-%m-%d %H:%M}，正在运行到期的定时任务……）", flush=True)
+    if services.fake is not None:
+        services.fake.interact(services.sender.only_openid or "", kind="message")  # still reading the chat
+    if services.scheduler is not None:
+        await services.scheduler.run_due()
+    services.sender.notify()
+
+
 async def scheduler_only(config: Config) -> int:
     """The scheduler in a process of its own, until SIGINT or SIGTERM."""
     await ensure_schema(config.database)
@@ -306,7 +324,8 @@ async def chat(config: Config, openid: str) -> int:
     stop = asyncio.Event()
     sending: asyncio.Task[None] | None = None
     try:
-        async with open_services(config, Clock(), on_send=_print_push, only_openid=openid,
+        clock = ShiftedClock()
+        async with open_services(config, clock, on_send=_print_push, only_openid=openid,
                                  run_sender=False, run_scheduler=True) as services:
             if uses_fake_wechat(config):
                 print("（未配置微信 appid/secret：推送消息发往内置的模拟微信接口，并显示在这里。）", flush=True)
@@ -323,6 +342,11 @@ async def chat(config: Config, openid: str) -> int:
                     continue
                 if line in ("/quit", "/exit"):
                     break
+                if line.startswith("/at"):
+                    await _jump(services, clock, line)
+                    if sending is None:
+                        sending = asyncio.create_task(services.sender.run(stop))
+                    continue
                 msg = _parse_line(openid, line)
                 if msg is None:
                     continue

@@ -27,6 +27,23 @@ class Clock:
         return datetime.now(UTC)
 
 
+class ShiftedClock(Clock):
+    """The real clock moved forward: `linli chat`'s /at jumps to a later time to see timed work happen."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def jump_to(self, when: datetime) -> None:
+        if when.tzinfo is None:
+            raise ValueError("ShiftedClock needs an aware datetime")
+        if when <= self.now():
+            raise ValueError("the clock only moves forward")
+        self.offset = when - datetime.now(UTC)
+
+
 class FrozenClock(Clock):
     """A clock that only moves when told to."""
 

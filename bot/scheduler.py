@@ -39,6 +39,7 @@ MISFIRE_GRACE = timedelta(hours=1)
 RETENTION_JOB = "privacy.retention"
 DUE_ACTIONS_JOB = "due_actions.sweep"
 SERVICE_DAY_JOB = "service_days.notices"
+MISSED_RECORDED = 20  # missed fire times recorded one by one per wake-up; older ones are only counted
 MAX_CATCH_UP = 1000  # fire times looked at per wake-up (a minute job down for a day has 1440)
 
 
@@ -129,7 +130,14 @@ class Scheduler:
         for job in [name] if name else list(self._jobs):
             async with self._locks[job]:
                 now = self.clock.now()
-                for fire in self._fire_times(job, await last_fire_time(job), now):
+                times = self._fire_times(job, await last_fire_time(job), now)
+                late_times = [t for t in times if now - t > self._grace[job]]
+                if len(late_times) > MISSED_RECORDED:
+                    # a frequent job down for long: the newest missed times are recorded, the rest counted
+                    log.warning("scheduled job %s missed %d runs while no scheduler ran", job, len(late_times))
+                    skipped = set(late_times[:-MISSED_RECORDED])
+                    times = [t for t in times if t not in skipped]
+                for fire in times:
                     late = now - fire > self._grace[job]
                     run = await claim_run(job, fire, now, status=RunStatus.MISSED if late else RunStatus.RUNNING)
                     if run is None:

@@ -142,3 +142,29 @@ async def test_staff_are_warned_weeks_ahead_when_next_years_calendar_is_missing(
     rows = await OutboxMessage.filter(openid=STAFF)
     warnings = [r for r in rows if "2027年" in r.payload["content"]]
     assert len(warnings) == 1 and "节假日日历" in warnings[0].payload["content"]
+
+
+async def test_a_newcomer_plans_a_day_and_watches_its_notice_arrive_in_chat(tmp_path, cli_env) -> None:  # type: ignore[no-untyped-def]
+    """The acceptance walk-through with `linli demo` and `linli chat` (/at moves the session's clock)."""
+    import asyncio
+    from datetime import date, timedelta
+
+    from tests.test_cli import linli
+
+    assert linli("demo", cwd=tmp_path, env=cli_env).returncode == 0
+    today = date.today()
+    friday = today + timedelta(days=(4 - today.weekday()) % 7 + 7)  # a Friday at least a week ahead
+    while True:  # skip holidays the calendar knows
+        plan = "\n".join(["排服务日", friday.isoformat(), "米家社区文化广场", "09:00-11:30", "周社工", "1 2", "是"])
+        staff = await asyncio.to_thread(linli, "chat", "--as", "demo-staff", cwd=tmp_path, env=cli_env,
+                                        stdin=plan + "\n")
+        if "的流动服务日。" in staff.stdout and "已安排" in staff.stdout:
+            break
+        assert "节假日" in staff.stdout or "法定" in staff.stdout, staff.stdout
+        friday += timedelta(days=7)
+    thursday_evening = f"{friday - timedelta(days=1):%Y-%m-%d} 18:05"
+    resident = await asyncio.to_thread(linli, "chat", "--as", "demo-grid-1", cwd=tmp_path, env=cli_env,
+                                       stdin=f"你好\n/at {thursday_evening}\n你好\n")
+    assert resident.returncode == 0, resident.stderr
+    assert "时钟已拨到" in resident.stdout
+    assert "米家社区文化广场" in resident.stdout and "【客服消息→demo-grid-1】" in resident.stdout
