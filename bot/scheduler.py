@@ -26,7 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.clock import Clock, work_calendar
 from bot.config import Config, PrivacyConfig
-from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, sweep_due
+from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, prune, sweep_due
 from models.privacy import Retention, retention_sweep
 from models.service_days import run_service_day_notices
 
@@ -38,6 +38,7 @@ MISFIRE_GRACE = timedelta(hours=1)
 
 RETENTION_JOB = "privacy.retention"
 DUE_ACTIONS_JOB = "due_actions.sweep"
+PRUNE_JOB = "scheduler.prune"  # finished runs and actions older than 30 days
 SERVICE_DAY_JOB = "service_days.notices"
 MISSED_RECORDED = 20  # missed fire times recorded one by one per wake-up; older ones are only counted
 MAX_CATCH_UP = 1000  # fire times looked at per wake-up (a minute job down for a day has 1440)
@@ -229,4 +230,9 @@ def service_scheduler(config: Config, clock: Clock) -> Scheduler:
 
     scheduler.add_job(SERVICE_DAY_JOB, service_day_notices, label="every 5 minutes", minute="*/5", second=0,
                       grace=timedelta(minutes=30))
+
+    async def prune_finished() -> dict[str, int]:
+        return await prune(clock.now())
+
+    scheduler.add_daily(PRUNE_JOB, time(3, 40), prune_finished)
     return scheduler

@@ -68,6 +68,26 @@ async def last_fire_time(job: str) -> datetime | None:
     return row.fire_time if row else None
 
 
+async def prune(now: datetime, *, keep: timedelta = timedelta(days=30)) -> dict[str, int]:
+    """Forget finished runs and actions older than ``keep``. A job's newest run always stays: it
+    is the job's last claimed fire time."""
+    cutoff = now.astimezone(UTC) - keep
+    recent = set(await JobRun.filter(fire_time__gte=cutoff).distinct().values_list("job", flat=True))
+    newest_old: dict[str, int] = {}
+    old = await JobRun.filter(fire_time__lt=cutoff).exclude(status=RunStatus.RUNNING).order_by(
+        "-fire_time").values_list("id", "job")
+    for run_id, job in old:
+        if job not in recent:
+            newest_old.setdefault(str(job), int(run_id))
+    doomed = [int(run_id) for run_id, _ in old if int(run_id) not in set(newest_old.values())]
+    runs = 0
+    for start in range(0, len(doomed), 500):
+        runs += await JobRun.filter(id__in=doomed[start:start + 500]).delete()
+    actions = await DueAction.filter(
+        status__in=[ActionStatus.DONE, ActionStatus.CANCELLED, ActionStatus.FAILED], due_at__lt=cutoff).delete()
+    return {"job_runs": runs, "due_actions": actions}
+
+
 # ---------------------------------------------------------------------------- due actions
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from bot.clock import FrozenClock
 from bot.config import Config
-from bot.scheduler import DUE_ACTIONS_JOB, RETENTION_JOB, SERVICE_DAY_JOB, Scheduler, service_scheduler
+from bot.scheduler import DUE_ACTIONS_JOB, PRUNE_JOB, RETENTION_JOB, SERVICE_DAY_JOB, Scheduler, service_scheduler
 from models.jobs import (
     MAX_ATTEMPTS,
     ActionStatus,
@@ -104,7 +104,7 @@ async def test_a_failing_run_is_recorded_and_not_retried_for_the_same_time() -> 
 
 async def test_the_service_registers_retention_and_the_due_action_sweep(config: Config, clock: FrozenClock) -> None:
     names = [job.name for job in service_scheduler(config, clock).jobs()]
-    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB]
+    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB, PRUNE_JOB]
 
 
 # ---------------------------------------------------------------------------- due actions
@@ -189,3 +189,21 @@ async def test_linli_scheduler_runs_until_told_to_stop(tmp_path: Any, cli_env: d
     proc.send_signal(signal.SIGTERM)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0 and "stopped" in out.decode()
+
+
+async def test_old_runs_and_actions_are_pruned_but_each_jobs_last_run_stays() -> None:
+    from models.jobs import prune
+
+    now = at(27, 9)
+    for day in (1, 2, 3):  # a job that stopped running a while ago: its newest run must stay
+        await JobRun.create(job="test.old", fire_time=at(day, 3), status=RunStatus.DONE, claimed_at=at(day, 3))
+    await JobRun.create(job="test.live", fire_time=at(1, 3), status=RunStatus.DONE, claimed_at=at(1, 3))
+    await JobRun.create(job="test.live", fire_time=at(26, 3), status=RunStatus.DONE, claimed_at=at(26, 3))
+    done = await schedule_action("test.remind", "case:old", at(1, 9).astimezone(UTC), now)
+    await DueAction.filter(id=done.id).update(status=ActionStatus.DONE)
+    await schedule_action("test.remind", "case:waiting", at(1, 9).astimezone(UTC), now, key="waiting")
+    counts = await prune(now, keep=timedelta(days=20))
+    assert counts == {"job_runs": 3, "due_actions": 1}
+    left = await JobRun.all().order_by("job", "fire_time").values_list("job", "fire_time")
+    assert [(job, when.astimezone(SHANGHAI).day) for job, when in left] == [("test.live", 26), ("test.old", 3)]
+    assert await DueAction.filter(status=ActionStatus.PENDING).count() == 1  # still to do: kept
