@@ -24,6 +24,7 @@ from bot.metrics import Metrics
 from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
 from models import outbox
 from models.conversation import mark_delivered
+from models.notices import refuse_consent
 from models.outbox import OutboxMessage, Priority, State
 from models.residents import WechatAccount
 
@@ -130,7 +131,8 @@ class Sender:
         if message.kind == "template":
             return await self.client.send_template(message.openid, p["template_id"], p["data"], p.get("url", ""))
         if message.kind == "subscribe":
-            return await self.client.send_subscribe(message.openid, p["template_id"], p["data"], p.get("page", ""))
+            return await self.client.send_subscribe(message.openid, p["template_id"], p["data"], p.get("page", ""),
+                                                    app="mp" if message.channel == "mp" else "oa")
         raise ValueError(f"unknown outbox kind {message.kind!r}")
 
     async def _send(self, message: OutboxMessage) -> None:
@@ -158,6 +160,9 @@ class Sender:
         if code == rules.ERR_API_QUOTA and message.idempotency_key.startswith(NOTICE_KEY):
             await self._pause_notice(message, now)
             return
+        if code == rules.ERR_SUBSCRIBE_REFUSED and message.payload.get("consent_id"):
+            # the consent the client reported was not (or no longer) valid: the mini-program asks again
+            await refuse_consent(int(message.payload["consent_id"]), now)
         if code in rules.ALLOWANCE_ERRORS and message.payload.get("fallback_template"):
             await self._fall_back_to_template(message, code, now)
             return

@@ -159,11 +159,12 @@ class WeChatClient:
         return await self.call("POST", "/cgi-bin/message/template/send", json_body=body)
 
     async def send_subscribe(self, openid: str, template_id: str, data: dict[str, Any],
-                             page: str = "") -> dict[str, Any]:
+                             page: str = "", *, app: str = "oa") -> dict[str, Any]:
+        """A subscribe message; ``app="mp"`` for a mini-program user (the mini-program's token)."""
         body: dict[str, Any] = {"touser": openid, "template_id": template_id, "data": data}
         if page:
             body["page"] = page
-        return await self.call("POST", "/cgi-bin/message/subscribe/send", json_body=body)
+        return await self.call("POST", "/cgi-bin/message/subscribe/send", app=app, json_body=body)
 
     # -- media, QR codes, users, menu
 

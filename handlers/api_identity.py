@@ -24,6 +24,7 @@ from models.facts import (
     live_facts,
     parse_birth_date,
 )
+from models.notices import needs_subscription, record_consents
 from models.places import Building, Community
 from models.privacy import (
     DataRequest,
@@ -158,6 +159,8 @@ class MeOut(BaseModel):
     resident: ResidentOut | None
     roles: list[GrantOut]
     acts_for: list[PersonRef]
+    needs_subscription: bool = Field(description="mini-program: ask for subscribe-message consent again "
+                                                 "(none left, or WeChat refused the last one)")
 
 
 class LoginIn(Strict):
@@ -281,6 +284,15 @@ class ConsentOut(BaseModel):
 class ConsentList(BaseModel):
     current: ConsentOut
     accepted: list[ConsentOut]
+
+
+class SubscriptionsIn(Strict):
+    template_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=3, description="the templates wx.requestSubscribeMessage reported as accept")
+
+
+class SubscriptionsOut(BaseModel):
+    recorded: int
 
 
 class ConsentIn(Strict):
@@ -483,6 +495,7 @@ async def me(req: ApiRequest) -> MeOut:
         resident=await _resident_out(actor, "self", sensitive=True) if actor else None,
         roles=[await _grant_out(r) for r in await active_roles(actor.id)] if actor else [],
         acts_for=[PersonRef(id=e.id, name=e.name) for e in await elders_of(actor.id)] if actor else [],
+        needs_subscription=account.channel == "mp" and await needs_subscription(account.id),
     )
 
 
@@ -768,6 +781,15 @@ async def post_consent(req: ApiRequest) -> ConsentOut:
         row = await Consent.create(account=account, resident_id=account.resident_id, text_version=CONSENT_VERSION,  # type: ignore[attr-defined]
                                    text=CONSENT_TEXT, accepted_at=req.now)
     return ConsentOut(version=row.text_version, text=row.text, accepted_at=row.accepted_at.isoformat())
+
+
+@router.route("POST", "/me/subscriptions", summary="Record subscribe-message consents (mini-program)",
+              body=SubscriptionsIn, response=SubscriptionsOut, status=201)
+async def post_subscriptions(req: ApiRequest) -> SubscriptionsOut:
+    """Each accepted template is good for one notice; when none is left (or WeChat refused one with
+    43101), GET /me says needs_subscription and the mini-program asks again."""
+    account = await req.account()
+    return SubscriptionsOut(recorded=await record_consents(account.id, req.body.template_ids, req.now))
 
 
 @router.route("POST", "/residents/{resident_id}/data-requests", summary="Ask for my data to be deleted",

@@ -40,6 +40,43 @@ class DeliveryStatus:
     QUEUED = "queued"  # an outbox row exists; its state says whether it went out
     OPTED_OUT = "opted_out"
     NO_ACCOUNT = "no_account"  # no WeChat account to reach
+    NO_CONSENT = "no_consent"  # only the mini-program, and no subscribe consent left to use
+
+
+class SubscribeConsent(Model):
+    """One subscribe-message consent the mini-program reported (wx.requestSubscribeMessage said
+    accept): good for one message of that template."""
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[WechatAccount] = fields.ForeignKeyField(
+        "linli.WechatAccount", related_name="subscribe_consents", on_delete=fields.CASCADE
+    )
+    template_id = fields.CharField(max_length=64)
+    granted_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    refused_at = fields.DatetimeField(null=True)  # WeChat answered 43101 when it was used
+
+    class Meta:
+        table = "subscribe_consent"
+        indexes = (("account_id", "used_at"),)
+
+
+async def record_consents(account_id: int, template_ids: list[str], now: datetime) -> int:
+    for template_id in template_ids:
+        await SubscribeConsent.create(account_id=account_id, template_id=template_id, granted_at=now)
+    return len(template_ids)
+
+
+async def refuse_consent(consent_id: int, now: datetime) -> None:
+    await SubscribeConsent.filter(id=consent_id).update(refused_at=now)
+
+
+async def needs_subscription(account_id: int) -> bool:
+    """No unused consent left, or the last one WeChat refused: the mini-program should ask again."""
+    last = await SubscribeConsent.filter(account_id=account_id).order_by("-id").first()
+    if last is None or last.refused_at is not None:
+        return True
+    return not await SubscribeConsent.filter(account_id=account_id, used_at=None).exists()
 
 
 class Notice(Model):
@@ -149,7 +186,8 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[st
         "keyword1": {"value": notice.text[:180]},
         "remark": {"value": "详情请咨询社区工作人员。"},
     }}
-    counts = {DeliveryStatus.QUEUED: 0, DeliveryStatus.OPTED_OUT: 0, DeliveryStatus.NO_ACCOUNT: 0}
+    counts = {DeliveryStatus.QUEUED: 0, DeliveryStatus.OPTED_OUT: 0, DeliveryStatus.NO_ACCOUNT: 0,
+              DeliveryStatus.NO_CONSENT: 0}
     people = await audience_of(notice)
     done = set(await NoticeDelivery.filter(notice_id=notice.id).values_list("resident_id", flat=True))
     for start in range(0, len(people), batch):
@@ -160,11 +198,17 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[st
         for account in await WechatAccount.filter(resident_id__in=[p.id for p in chunk], channel__in=["oa", "chat"],
                                                   subscribed=True):
             accounts.setdefault(account.resident_id, []).append(account)  # type: ignore[attr-defined]
+        mini: dict[int, list[WechatAccount]] = {}
+        for account in await WechatAccount.filter(resident_id__in=[p.id for p in chunk], channel="mp"):
+            mini.setdefault(account.resident_id, []).append(account)  # type: ignore[attr-defined]
         async with in_transaction():
             for person in chunk:
                 mine = accounts.get(person.id, [])
                 if person.notices_off_at is not None and notice.urgency != Urgency.URGENT:
                     status, outbox = DeliveryStatus.OPTED_OUT, None
+                elif not mine and mini.get(person.id):
+                    outbox = await _subscribe(notice, mini[person.id], now)
+                    status = DeliveryStatus.QUEUED if outbox else DeliveryStatus.NO_CONSENT
                 elif not mine:
                     status, outbox = DeliveryStatus.NO_ACCOUNT, None
                 else:
@@ -182,10 +226,28 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[st
     return counts
 
 
+async def _subscribe(notice: Notice, accounts: list[WechatAccount], now: datetime) -> OutboxMessage | None:
+    """A subscribe message to a mini-program user, against one unused consent (each works once)."""
+    for account in accounts:
+        consent = await SubscribeConsent.filter(account_id=account.id, used_at=None, refused_at=None).order_by(
+            "id").first()
+        if consent is None:
+            continue
+        consent.used_at = now
+        await consent.save(update_fields=["used_at"])
+        return await enqueue(openid=account.openid, kind="subscribe", channel="mp", now=max(now, notice.send_at),
+                             idempotency_key=f"notice:{notice.id}:{account.openid}",
+                             priority=Priority.NORMAL if notice.urgency == Urgency.URGENT else Priority.BULK,
+                             payload={"template_id": consent.template_id, "consent_id": consent.id, "data": {
+                                 "thing1": {"value": notice.title[:20]}, "thing2": {"value": notice.text[:20]}}})
+    return None
+
+
 async def notice_report(notice_id: int) -> dict[str, int]:
     """Per notice: recipients, sent, waiting, failed (by error code), opted out, unreachable."""
     rows = await NoticeDelivery.filter(notice_id=notice_id).prefetch_related("outbox")
-    report: dict[str, int] = {"recipients": len(rows), "sent": 0, "waiting": 0, "opted_out": 0, "no_account": 0}
+    report: dict[str, int] = {"recipients": len(rows), "sent": 0, "waiting": 0, "opted_out": 0, "no_account": 0,
+                              "no_consent": 0}
     for row in rows:
         if row.status != DeliveryStatus.QUEUED:
             report[row.status] += 1

@@ -164,6 +164,7 @@ TABLE: list[Row] = [
         {"link_id": "pending_link"}, body=lambda w: {"approve": True}),
     Row("DELETE", "/proxy-links/{link_id}", only(200, "self", "elder", "grid", *VERIFIERS), {"link_id": "link"}),
     Row("GET", "/me/consents", everyone(200)),
+    Row("POST", "/me/subscriptions", everyone(201), body=lambda w: {"template_ids": ["tpl-sub-notice"]}),
     Row("POST", "/me/consents", everyone(201), body=lambda w: {"accept": True}),
     Row("POST", "/residents/{resident_id}/data-requests", only(201, "self", "elder"), {"resident_id": "elder"},
         body=lambda w: {"kind": "deletion"}),

@@ -198,3 +198,45 @@ async def test_staff_announce_through_the_api(client, clock: FrozenClock) -> Non
     await sweep_due(datetime(2026, 11, 28, 0, 0, tzinfo=UTC))
     report = (await staff.call("GET", f"/announcements/{sent.body['id']}")).body["report"]
     assert report["recipients"] == 5 and report["no_account"] == 2
+
+
+async def test_mini_program_users_get_a_subscribe_message_against_a_reported_consent(
+    client, clock: FrozenClock  # type: ignore[no-untyped-def]
+) -> None:
+    import asyncio
+
+    from bot.app import SERVICES
+    from models.notices import SubscribeConsent
+    from tests.api import MiniProgram
+
+    building = await Building.get(name="1号楼")
+    fake = client.app[SERVICES].fake
+    users = {}
+    for name, mobile in (("丁小程", "13911112001"), ("戊小程", "13911112002")):
+        await Resident.create(name=name, mobile=mobile, community_id=building.community_id, building=building,  # type: ignore[attr-defined]
+                              unit="3", room="301", created_at=clock.now())
+        mp = MiniProgram(client, f"mp-{mobile}")
+        await mp.login()
+        await mp.verify_phone(mobile)
+        assert (await mp.call("GET", "/me")).body["needs_subscription"] is True
+        users[name] = mp
+    # 丁 accepted in the mini-program and WeChat knows it; 戊's client reported a consent WeChat does not have
+    fake.consent("mp-13911112001", "tpl-sub-notice")
+    for mp in users.values():
+        assert (await mp.call("POST", "/me/subscriptions", {"template_ids": ["tpl-sub-notice"]})).status == 201
+        assert (await mp.call("GET", "/me")).body["needs_subscription"] is False
+    await _urgent_notice_to_building_1(clock)
+    client.app[SERVICES].sender.notify()
+    for _ in range(500):
+        rows = await OutboxMessage.filter(kind="subscribe").order_by("id")
+        if len(rows) == 2 and all(r.state in ("sent", "failed") for r in rows):
+            break
+        await asyncio.sleep(0.01)
+    assert [m.touser for m in fake.sent("subscribe")] == ["mp-13911112001"]
+    refused = await OutboxMessage.get(openid="mp-13911112002")
+    assert refused.state == "failed" and refused.error_code == 43101
+    assert (await SubscribeConsent.get(account__openid="mp-13911112002")).refused_at is not None
+    assert (await users["戊小程"].call("GET", "/me")).body["needs_subscription"] is True  # asked again next time
+    assert (await users["丁小程"].call("GET", "/me")).body["needs_subscription"] is True  # its one consent is used
+    report = await notice_report((await Notice.get()).id)
+    assert report["sent"] >= 1 and report.get("failed:43101") == 1
