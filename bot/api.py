@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -509,11 +509,3 @@ def docs_page(spec: dict[str, Any]) -> str:
     parts.append("</body></html>")
     return "".join(parts)
 
-
-@dataclass
-class Page:
-    """Paging for list endpoints."""
-
-    limit: int = 50
-    offset: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -279,8 +279,7 @@ def validate_config(cfg: Config) -> None:
     for section, name in (("notices", "quiet_start"), ("notices", "quiet_end"), ("outbox", "quota_reset")):
         value = getattr(getattr(cfg, section), name)
         try:
-            hour, minute = (int(part) for part in value.split(":"))
-            time(hour, minute)
+            parse_hhmm(value)
         except ValueError:
             raise ConfigError(f"config key {section}.{name}: {value!r} is not a time like 21:00") from None
     for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):

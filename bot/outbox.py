@@ -19,7 +19,7 @@ from tortoise.expressions import Q
 
 from bot import wechat_rules as rules
 from bot.clock import Clock
-from bot.config import OutboxConfig
+from bot.config import OutboxConfig, parse_hhmm
 from bot.metrics import Metrics
 from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
 from models import outbox
@@ -182,9 +182,9 @@ class Sender:
 
     async def _pause_notice(self, message: OutboxMessage, now: datetime) -> None:
         """Daily quota reached: the whole notice waits until the configured reset time, then resumes."""
-        hour, minute = (int(part) for part in self.cfg.quota_reset.split(":"))
+        at = parse_hhmm(self.cfg.quota_reset)
         local = now.astimezone(self.tz)
-        reset = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        reset = local.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
         if reset <= local:
             reset += timedelta(days=1)
         prefix = message.idempotency_key.rsplit(":", 1)[0] + ":"

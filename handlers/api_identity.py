@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from bot.api import ApiError, ApiRequest, ApiRouter, Query, Strict, create_session, end_session, not_found
 from bot.wxclient import WeChatAPIError, WeChatUnavailable
-from models.errors import UserFacingError
+from models.errors import Forbidden, NotFound, UserFacingError
 from models.facts import (
     BIRTH_DATE,
     STATUSES,
@@ -884,8 +884,6 @@ async def post_staff(req: ApiRequest) -> GrantOut:
     person = await Resident.get_or_none(id=body.resident_id, erased_at=None)
     if person is None:
         raise not_found()
-    from models.errors import Forbidden, NotFound
-
     try:
         row, _ = await grant(resident_id=person.id, role=body.role, scope_id=body.scope_id, now=req.now, by=actor)
     except (Forbidden, NotFound):

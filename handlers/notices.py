@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from bot.api import ApiRequest, ApiRouter, Strict, not_found
+from bot.config import parse_hhmm
 from bot.engine import Ask, Done, Engine, Flow, choice, confirm, free_text
 from models.notices import (
     TEXT_MAX,
@@ -46,8 +47,10 @@ async def _audiences(actor: Resident) -> list[tuple[str, str]]:
             buildings = Building.filter(grid_id=role.scope_id) if role.scope_kind == Scope.GRID else \
                 Building.filter(community_id=role.scope_id)
             items += [(f"building:{b.id}", f"{b.name}") for b in await buildings.order_by("id")]
-    seen: set[str] = set()
-    return [(v, label) for v, label in items if not (v in seen or seen.add(v))]  # type: ignore[func-returns-value]
+    first: dict[str, str] = {}  # an audience two roles reach is offered once, as the first names it
+    for value, label in items:
+        first.setdefault(value, label)
+    return list(first.items())
 
 
 @announce.entry
@@ -107,9 +110,22 @@ async def got_text(answer: str, data: dict[str, Any]) -> Ask:
     return Ask("confirm", confirm(summary))
 
 
-def _parse(value: str) -> time:
-    hour, minute = (int(part) for part in value.split(":"))
-    return time(hour, minute)
+async def _announce(actor: Resident, audience: str, urgency: str, title: str, text: str, engine: Engine,
+                    now: datetime) -> tuple[Notice, str] | None:
+    """Create and schedule a notice (None when the audience is not the actor's to address); a normal
+    one written in quiet hours waits for their end. Chat and API both send through here."""
+    if audience not in {value for value, _ in await _audiences(actor)}:
+        return None
+    community_id, grid_id, building_id, label = await _place(audience)
+    quiet = engine.config.notices
+    send_at = now if urgency == Urgency.URGENT else after_quiet_hours(
+        now, engine.tz, parse_hhmm(quiet.quiet_start), parse_hhmm(quiet.quiet_end))
+    notice = await create_notice(community_id=community_id, grid_id=grid_id, building_id=building_id, title=title,
+                                 text=text, urgency=urgency, now=now, send_at=send_at, by_id=actor.id)
+    await schedule_notice(notice, now)
+    if engine.sender is not None:
+        engine.sender.notify()
+    return notice, label
 
 
 @announce.step("confirm")
@@ -119,22 +135,13 @@ async def confirmed(answer: bool, data: dict[str, Any], actor: Resident, engine:
         return Done("好的，通知没有发送。")
     if data.get("notice_id"):
         return Done("这条通知已经发出了。")
-    allowed = {value for value, _ in await _audiences(actor)}
-    if data["audience"] not in allowed:
+    sent = await _announce(actor, data["audience"], data["urgency"], data["title"], data["text"], engine, now)
+    if sent is None:
         return Done("您已不能向这个范围发送通知。")
-    community_id, grid_id, building_id, label = await _place(data["audience"])
-    quiet = engine.config.notices
-    send_at = now if data["urgency"] == Urgency.URGENT else after_quiet_hours(
-        now, engine.tz, _parse(quiet.quiet_start), _parse(quiet.quiet_end))
-    notice = await create_notice(community_id=community_id, grid_id=grid_id, building_id=building_id,
-                                 title=data["title"], text=data["text"], urgency=data["urgency"], now=now,
-                                 send_at=send_at, by_id=actor.id)
+    notice, label = sent
     data["notice_id"] = notice.id
-    await schedule_notice(notice, now)
-    if engine.sender is not None:
-        engine.sender.notify()
-    if send_at > now:
-        local = send_at.astimezone(engine.tz)
+    if notice.send_at > now:
+        local = notice.send_at.astimezone(engine.tz)
         return Done(f"已安排：现在是夜间免打扰时段，通知将在{local.hour:02d}:{local.minute:02d}发给{label}。")
     return Done(f"已发送给{label}。回复“通知统计”可查看送达情况。")
 
@@ -215,20 +222,11 @@ async def post_announcement(req: ApiRequest) -> AnnouncementOut:
     goes out at their end, an urgent one at once."""
     actor = await req.bound_actor()
     body: AnnouncementIn = req.body
-    audience = f"{body.audience}:{body.audience_id}"
-    if audience not in {value for value, _ in await _audiences(actor)}:
+    sent = await _announce(actor, f"{body.audience}:{body.audience_id}", body.urgency, body.title, body.text,
+                           req.services.engine, req.now)
+    if sent is None:
         raise not_found()
-    community_id, grid_id, building_id, label = await _place(audience)
-    engine = req.services.engine
-    quiet = engine.config.notices
-    send_at = req.now if body.urgency == Urgency.URGENT else after_quiet_hours(
-        req.now, engine.tz, _parse(quiet.quiet_start), _parse(quiet.quiet_end))
-    notice = await create_notice(community_id=community_id, grid_id=grid_id, building_id=building_id, title=body.title,
-                                 text=body.text, urgency=body.urgency, now=req.now, send_at=send_at, by_id=actor.id)
-    await schedule_notice(notice, req.now)
-    if engine.sender is not None:
-        engine.sender.notify()
-    return await _announcement_out(notice, label)
+    return await _announcement_out(*sent)
 
 
 @api.route("GET", "/announcements/{notice_id}", summary="An announcement and its delivery figures (staff)",

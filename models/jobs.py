@@ -79,7 +79,8 @@ async def prune(now: datetime, *, keep: timedelta = timedelta(days=30)) -> dict[
     for run_id, job in old:
         if job not in recent:
             newest_old.setdefault(str(job), int(run_id))
-    doomed = [int(run_id) for run_id, _ in old if int(run_id) not in set(newest_old.values())]
+    kept = set(newest_old.values())
+    doomed = [int(run_id) for run_id, _ in old if int(run_id) not in kept]
     runs = 0
     for start in range(0, len(doomed), 500):
         runs += await JobRun.filter(id__in=doomed[start:start + 500]).delete()
