@@ -21,6 +21,7 @@ ROUTERS: list[Flow] = [
     notices.subscribe,
     service_days.plan,
     service_days.overview,
+    service_days.times_flow,
     service_days.join,
 ]
 WELCOME = menu.WELCOME
@@ -32,4 +33,5 @@ from handlers import api_identity  # noqa: E402
 API_ROUTERS: list[ApiRouter] = [
     api_identity.router,
     notices.api,
+    service_days.api,
 ]

@@ -16,7 +16,7 @@ from models.notices import (
     Notice,
     Urgency,
     after_quiet_hours,
-    audience_of,
+    audience_count,
     create_notice,
     notice_report,
     schedule_notice,
@@ -104,7 +104,7 @@ async def got_text(answer: str, data: dict[str, Any]) -> Ask:
     data["text"] = answer
     community_id, grid_id, building_id, label = await _place(data["audience"])
     probe = Notice(community_id=community_id, grid_id=grid_id, building_id=building_id)
-    count = len(await audience_of(probe))
+    count = await audience_count(probe)
     kind = "紧急" if data["urgency"] == Urgency.URGENT else "普通"
     summary = f"发给：{label}（{count}位居民）\n{kind}通知：{data['title']}\n{answer}\n确认发送吗？"
     return Ask("confirm", confirm(summary))

@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+
+@dataclass
+class Question:
+    """What a step asks; its kind decides how the engine validates the answer."""
+
+    text: str
+    kind: str = "text"  # choice | text | photo | location | confirm
+    options: list[str] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)  # what each option stands for
+    min_len: int = 1
+    max_len: int = 100
+    optional: bool = False  # photo/location: 跳过 allowed
+
+    def render(self) -> str:
+        lines = [self.text]
+        if self.kind == "choice":
+            lines += [f"{i}. {label}" for i, label in enumerate(self.options, 1)]
+            lines.append("请回复序号。")
+        elif self.kind == "confirm":
+            lines.append("请回复“是”或“否”。")
+        elif self.kind == "photo" and self.optional:
+            lines.append("没有照片请回复“跳过”。")
+        elif self.kind == "location" and self.optional:
+            lines.append("不发位置请回复“跳过”。")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Question:
+        return cls(**data)
+
+
+def choice(text: str, items: list[tuple[Any, str]]) -> Question:
+    """A numbered list; the step receives the value of the chosen item."""
+    return Question(text, "choice", [label for _, label in items], [value for value, _ in items])
+
+
+def confirm(text: str) -> Question:
+    return Question(text, "confirm")
+
+
+def free_text(text: str, *, min_len: int = 1, max_len: int = 100) -> Question:
+    return Question(text, "text", min_len=min_len, max_len=max_len)
 
 
 class PendingPrompt(Model):

@@ -10,12 +10,15 @@ reach them). A normal notice written in quiet hours waits for the morning.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from tortoise import fields
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from models.conversation import PendingPrompt, Question
 from models.errors import UserFacingError
 from models.jobs import register_action, schedule_action
 from models.outbox import OutboxMessage, Priority, enqueue
@@ -100,6 +103,9 @@ class Notice(Model):
     created_at = fields.DatetimeField()
     send_at = fields.DatetimeField()  # when it goes out (the morning, for a normal one in quiet hours)
     fanned_out_at = fields.DatetimeField(null=True)
+    # A question each recipient may answer in chat (a pending prompt): flow, step, question (JSON of
+    # models.conversation.Question), data, expires_at (ISO). The service-day notice asks for the item.
+    prompt: dict[str, Any] | None = fields.JSONField(null=True)
 
     class Meta:
         table = "notice"
@@ -143,7 +149,7 @@ def after_quiet_hours(now: datetime, tz: ZoneInfo, quiet_start: time, quiet_end:
 async def create_notice(
     *, community_id: int, title: str, text: str, urgency: str, now: datetime, send_at: datetime,
     by_id: int | None, grid_id: int | None = None, building_id: int | None = None,
-    kind: str = NoticeKind.ANNOUNCEMENT,
+    kind: str = NoticeKind.ANNOUNCEMENT, prompt: dict[str, Any] | None = None,
 ) -> Notice:
     title, text = title.strip(), text.strip()
     if not title or len(title) > TITLE_MAX:
@@ -154,76 +160,120 @@ async def create_notice(
         raise UserFacingError("紧急程度只能是“紧急”或“普通”。")
     return await Notice.create(kind=kind, community_id=community_id, grid_id=grid_id, building_id=building_id,
                                urgency=urgency, title=title, text=text, created_by_id=by_id, created_at=now,
-                               send_at=send_at)
+                               send_at=send_at, prompt=prompt)
 
 
-async def audience_of(notice: Notice) -> list[Resident]:
+def _audience(notice: Notice) -> QuerySet[Resident]:
     query = Resident.filter(community_id=notice.community_id, erased_at=None)  # type: ignore[attr-defined]
     if notice.building_id is not None:  # type: ignore[attr-defined]
-        query = query.filter(building_id=notice.building_id)  # type: ignore[attr-defined]
-    elif notice.grid_id is not None:  # type: ignore[attr-defined]
-        query = query.filter(building__grid_id=notice.grid_id)  # type: ignore[attr-defined]
-    return await query.order_by("id")
+        return query.filter(building_id=notice.building_id)  # type: ignore[attr-defined]
+    if notice.grid_id is not None:  # type: ignore[attr-defined]
+        return query.filter(building__grid_id=notice.grid_id)  # type: ignore[attr-defined]
+    return query
 
 
-def render(notice: Notice) -> str:
+async def audience_count(notice: Notice) -> int:
+    return await _audience(notice).count()
+
+
+def render(notice: Notice, question: str = "") -> str:
     head = "【紧急通知】" if notice.urgency == Urgency.URGENT else "【社区通知】"
+    ask = f"\n{question}" if question else ""
     foot = "" if notice.urgency == Urgency.URGENT else "\n（回复“退订”不再接收社区通知）"
-    return f"{head}{notice.title}\n{notice.text}{foot}"
+    return f"{head}{notice.title}\n{notice.text}{ask}{foot}"
 
 
-async def fan_out(notice_id: int, now: datetime, *, batch: int = 500) -> dict[str, int]:
+async def fan_out(notice_id: int, now: datetime, *, batch: int = 1000) -> dict[str, int]:
     """One delivery per resident of the audience, one outbox row per reachable account.
 
-    Safe to run again (a crash half way, a retry): existing rows are kept, missing ones added.
+    Safe to run again, and at the same time as another fan-out of the same notice (a crash half
+    way, the due sweep next to an immediate fan-out): each batch is written in one transaction
+    with the notice row locked, and residents who already have a delivery are skipped. A notice
+    with a question gives each official-account recipient a pending prompt (subject
+    ``notice:<id>``), marked seen when the sender's push of the notice went through.
     """
     notice = await Notice.get(id=notice_id)
     priority = Priority.NORMAL if notice.urgency == Urgency.URGENT else Priority.BULK
+    subject = f"notice:{notice.id}"
     text = render(notice)
+    question = Question.from_json(notice.prompt["question"]) if notice.prompt else None
+    if question is not None:
+        text = render(notice, question.render())
     # outside the customer-service window the sender falls back to the 'notice' template (wechat.templates)
-    payload = {"content": text, "fallback_template": "notice", "fallback_data": {
+    payload: dict[str, Any] = {"content": text, "fallback_template": "notice", "fallback_data": {
         "first": {"value": ("【紧急】" if notice.urgency == Urgency.URGENT else "") + notice.title},
         "keyword1": {"value": notice.text[:180]},
         "remark": {"value": "详情请咨询社区工作人员。"},
     }}
+    if question is not None:
+        payload["prompt_subject"] = subject
     counts = {DeliveryStatus.QUEUED: 0, DeliveryStatus.OPTED_OUT: 0, DeliveryStatus.NO_ACCOUNT: 0,
               DeliveryStatus.NO_CONSENT: 0}
-    people = await audience_of(notice)
-    done = set(await NoticeDelivery.filter(notice_id=notice.id).values_list("resident_id", flat=True))
+    send_at = max(now, notice.send_at)
+    people = await _audience_ids(notice)
     for start in range(0, len(people), batch):
-        chunk = [p for p in people[start:start + batch] if p.id not in done]
-        if not chunk:
-            continue
-        accounts: dict[int, list[WechatAccount]] = {}
-        for account in await WechatAccount.filter(resident_id__in=[p.id for p in chunk], channel__in=["oa", "chat"],
-                                                  subscribed=True):
-            accounts.setdefault(account.resident_id, []).append(account)  # type: ignore[attr-defined]
-        mini: dict[int, list[WechatAccount]] = {}
-        for account in await WechatAccount.filter(resident_id__in=[p.id for p in chunk], channel="mp"):
-            mini.setdefault(account.resident_id, []).append(account)  # type: ignore[attr-defined]
+        chunk_ids = [pid for pid, _ in people[start:start + batch]]
         async with in_transaction():
-            for person in chunk:
-                mine = accounts.get(person.id, [])
-                if person.notices_off_at is not None and notice.urgency != Urgency.URGENT:
-                    status, outbox = DeliveryStatus.OPTED_OUT, None
-                elif not mine and mini.get(person.id):
-                    outbox = await _subscribe(notice, mini[person.id], now)
-                    status = DeliveryStatus.QUEUED if outbox else DeliveryStatus.NO_CONSENT
+            # one fan-out of this notice at a time (PostgreSQL row lock; SQLite writes one at a time)
+            await Notice.filter(id=notice.id).select_for_update().values_list("id", flat=True)
+            done = set(await NoticeDelivery.filter(notice_id=notice.id, resident_id__in=chunk_ids)
+                       .values_list("resident_id", flat=True))
+            chunk = [(pid, off) for pid, off in people[start:start + batch] if pid not in done]
+            if not chunk:
+                continue
+            ids = [pid for pid, _ in chunk]
+            accounts: dict[int, list[str]] = {}
+            for resident_id, openid in await WechatAccount.filter(
+                    resident_id__in=ids, channel__in=["oa", "chat"], subscribed=True).order_by("id").values_list(
+                    "resident_id", "openid"):
+                accounts.setdefault(resident_id, []).append(openid)
+            mini: dict[int, list[WechatAccount]] = {}
+            for account in await WechatAccount.filter(resident_id__in=ids, channel="mp").order_by("id"):
+                mini.setdefault(account.resident_id, []).append(account)  # type: ignore[attr-defined]
+            statuses: dict[int, str] = {}
+            first_key: dict[int, str] = {}
+            rows: list[OutboxMessage] = []
+            for person_id, notices_off in chunk:
+                mine = accounts.get(person_id, [])
+                if notices_off and notice.urgency != Urgency.URGENT:
+                    statuses[person_id] = DeliveryStatus.OPTED_OUT
+                elif not mine and mini.get(person_id):
+                    row = await _subscribe(notice, mini[person_id], now)
+                    statuses[person_id] = DeliveryStatus.QUEUED if row else DeliveryStatus.NO_CONSENT
+                    if row is not None:
+                        first_key[person_id] = row.idempotency_key
                 elif not mine:
-                    status, outbox = DeliveryStatus.NO_ACCOUNT, None
+                    statuses[person_id] = DeliveryStatus.NO_ACCOUNT
                 else:
-                    status = DeliveryStatus.QUEUED
-                    outbox = None
-                    for account in mine:
-                        row = await enqueue(openid=account.openid, kind="text", payload=payload,
-                                            idempotency_key=f"notice:{notice.id}:{account.openid}",
-                                            now=max(now, notice.send_at), priority=priority)
-                        outbox = outbox or row
-                await NoticeDelivery.create(notice_id=notice.id, resident_id=person.id, status=status, outbox=outbox)
+                    statuses[person_id] = DeliveryStatus.QUEUED
+                    first_key[person_id] = f"{subject}:{mine[0]}"
+                    rows += [OutboxMessage(openid=openid, kind="text", payload=payload, priority=priority,
+                                           idempotency_key=f"{subject}:{openid}", next_attempt_at=send_at,
+                                           created_at=now) for openid in mine]
+            if rows:  # a row with the same key (written before a crash) is kept as it is
+                await OutboxMessage.bulk_create(rows, ignore_conflicts=True)
+            if question is not None and rows and notice.prompt is not None:
+                expires = datetime.fromisoformat(notice.prompt["expires_at"])
+                await PendingPrompt.bulk_create([PendingPrompt(
+                    openid=row.openid, flow=notice.prompt["flow"], step=notice.prompt["step"],
+                    question=notice.prompt["question"], data=notice.prompt.get("data", {}), subject=subject,
+                    created_at=now, expires_at=expires) for row in rows])
+            outbox_ids = dict(await OutboxMessage.filter(idempotency_key__in=list(first_key.values())).values_list(
+                "idempotency_key", "id")) if first_key else {}
+            await NoticeDelivery.bulk_create([NoticeDelivery(
+                notice_id=notice.id, resident_id=person_id, status=status,
+                outbox_id=outbox_ids.get(first_key.get(person_id, ""))) for person_id, status in statuses.items()])
+            for status in statuses.values():
                 counts[status] += 1
     notice.fanned_out_at = now
     await notice.save(update_fields=["fanned_out_at"])
     return counts
+
+
+async def _audience_ids(notice: Notice) -> list[tuple[int, bool]]:
+    """(resident id, has said 退订) of everyone the notice is for, in id order."""
+    rows = await _audience(notice).order_by("id").values_list("id", "notices_off_at")
+    return [(rid, off is not None) for rid, off in rows]
 
 
 async def _subscribe(notice: Notice, accounts: list[WechatAccount], now: datetime) -> OutboxMessage | None:

@@ -3,9 +3,10 @@
 Staff plan a day (a Friday that is a working day) with its place, hours, staff on duty and the
 items of the service package offered. At per-community times (default Thursday 18:00 for the
 next day and Friday 08:00 for the same day) one notice per (community, Friday, slot) goes to the
-community's residents. The claim is a unique row, so running the notice job twice, or on two
-schedulers, writes one notice. A holiday Friday gets a Thursday notice that there is no service
-day, naming the next one. Residents answer 参加 and pick the item they will come for.
+community's residents, each asking which item the resident will come for (a pending prompt,
+answered in chat by its number; 参加 asks the same at any time). The claim is a unique row, so
+running the notice job twice, or on two schedulers, writes one notice. A holiday Friday gets a
+Thursday notice that there is no service day, naming the next one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -22,6 +23,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from models.conversation import choice, withdraw_prompts
 from models.errors import UserFacingError
 from models.jobs import schedule_action
 from models.notices import NoticeKind, Urgency, create_notice, fan_out
@@ -29,11 +31,12 @@ from models.outbox import Priority, enqueue
 from models.places import Community
 from models.residents import Resident, WechatAccount
 from models.roles import Role, Scope, StaffRole
+from models.service_package import DEFAULT_PACKAGE, documents_for
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ITEMS = ["政策咨询", "医保社保", "血压血糖测量", "法律咨询", "证明开具", "困难认定"]
-WHAT_TO_BRING = "身份证、医保卡（社保卡），办理证明或认定请带户口本和相关材料"
+DEFAULT_ITEMS = [item.name for item in DEFAULT_PACKAGE]
+JOIN_FLOW, JOIN_STEP = "service_day_join", "item"  # handlers/service_days.py answers the notice's question
 PLACE_MAX = 40
 STAFF_MAX = 60
 ITEM_MAX = 20
@@ -197,6 +200,32 @@ async def settings_of(community_id: int) -> ServiceDaySettings:
     return row
 
 
+def _hhmm(text: str) -> time:
+    match = re.match(r"^(\d{1,2})[:：](\d{2})$", text.strip())
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise UserFacingError("没看懂时间，请按“18:00”的格式输入。")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def check_notice_times(eve_at: str, day_at: str, quiet_start: time, quiet_end: time) -> tuple[time, time]:
+    """Both times readable and outside the quiet hours (the notices are not sent at night)."""
+    eve, day = _hhmm(eve_at), _hhmm(day_at)
+    for label, at in (("前一天", eve), ("当天", day)):
+        if not quiet_end <= at < quiet_start:
+            raise UserFacingError(f"{label}的通知时间要在{quiet_end:%H:%M}到{quiet_start:%H:%M}之间（夜间免打扰）。")
+    return eve, day
+
+
+async def set_notice_times(community_id: int, eve_at: str, day_at: str, quiet_start: time,
+                           quiet_end: time) -> ServiceDaySettings:
+    """Change when a community's service-day notices go out."""
+    eve, day = check_notice_times(eve_at, day_at, quiet_start, quiet_end)
+    row = await settings_of(community_id)
+    row.eve_at, row.day_at = f"{eve:%H:%M}", f"{day:%H:%M}"
+    await row.save(update_fields=["eve_at", "day_at"])
+    return row
+
+
 async def plan_day(
     *, community_id: int, day: date, place: str, starts: str, ends: str, staff: str, items: list[str],
     by_id: int | None, now: datetime, today: date, calendar: WorkCalendar,
@@ -244,10 +273,23 @@ async def record_intent(resident_id: int, day_id: int, item: str, now: datetime)
 # ---------------------------------------------------------------------------- notices
 
 
+def what_to_bring(items: list[str]) -> str:
+    """The documents for these items of the service package (an ID card when none is listed)."""
+    return "、".join(documents_for(items) or ["身份证"])
+
+
 def day_text(day: ServiceDay) -> str:
     return (f"{fmt_day(day.date)}{day.starts}–{day.ends}，流动服务台设在{day.place}，值班：{day.staff}。\n"
-            f"可办理：{'、'.join(day.items)}。\n请带好{WHAT_TO_BRING}。\n"
-            "回复“参加”告诉我们您要办理的事项。")
+            f"可办理：{'、'.join(day.items)}。\n请带好：{what_to_bring(day.items)}。")
+
+
+def intent_prompt(day: ServiceDay, tz: ZoneInfo) -> dict[str, Any]:
+    """The question the notice asks each recipient (a pending prompt), open until the day's end."""
+    ends = datetime.combine(day.date, _at(day.ends), tzinfo=tz)
+    question = choice("您会来办理哪一项？请回复序号告诉我们（之后要更改，回复“参加”）：",
+                      [(item, item) for item in day.items])
+    return {"flow": JOIN_FLOW, "step": JOIN_STEP, "question": question.to_json(), "data": {"day_id": day.id},
+            "expires_at": ends.isoformat()}
 
 
 def _at(value: str) -> time:
@@ -263,20 +305,30 @@ async def _claim(community_id: int, day: date, slot: str, now: datetime) -> Serv
         return None
 
 
-async def _send(community_id: int, day: date, slot: str, title: str, text: str, now: datetime) -> int | None:
-    """One notice per (community, day, slot), claimed first; fanned out at once and by the due sweep."""
+async def _send(community_id: int, day: date, slot: str, title: str, text: str, now: datetime,
+                prompt: dict[str, Any] | None = None) -> int | None:
+    """One notice per (community, day, slot), claimed first; fanned out at once and by the due sweep.
+
+    With a ``prompt``, each recipient gets its question as a pending prompt; the question of an
+    earlier notice of the same day is withdrawn first, so only the latest one is open.
+    """
     try:
         async with in_transaction():
             run = await ServiceDayNoticeRun.create(community_id=community_id, date=day, slot=slot, created_at=now)
             notice = await create_notice(community_id=community_id, title=title, text=text,
                                          urgency=Urgency.NORMAL, now=now, send_at=now, by_id=None,
-                                         kind=NoticeKind.SERVICE_DAY)
+                                         kind=NoticeKind.SERVICE_DAY, prompt=prompt)
             run.notice_id = notice.id
             await run.save(update_fields=["notice_id"])
             # the due sweep fans it out again after a crash right here; fan_out keeps what exists
             await schedule_action("notice.fan_out", f"notice:{notice.id}", now, now)
     except IntegrityError:
         return None  # claimed already: by an earlier run or another scheduler
+    if prompt is not None:
+        earlier = await ServiceDayNoticeRun.filter(community_id=community_id, date=day, notice_id__not_isnull=True,
+                                                   notice_id__lt=notice.id).values_list("notice_id", flat=True)
+        for notice_id in earlier:
+            await withdraw_prompts(f"notice:{notice_id}", now)
     await fan_out(notice.id, now)
     return notice.id
 
@@ -327,7 +379,8 @@ async def run_service_day_notices(now: datetime, tz: ZoneInfo, calendar: WorkCal
             slot, due, until, title = Slot.DAY, _at(settings.day_at), _at(day.ends), "今天流动服务日"
         if not (due <= clock_time < until):
             continue  # not yet, or too late to be of use (the morning notice covers a missed evening)
-        if await _send(day.community_id, day.date, slot, title, day_text(day), now):  # type: ignore[attr-defined]
+        if await _send(day.community_id, day.date, slot, title, day_text(day), now,  # type: ignore[attr-defined]
+                       prompt=intent_prompt(day, tz)):
             counts["notices"] += 1
     if tomorrow.weekday() == FRIDAY and not calendar.is_workday(tomorrow):
         # the communities that hold service days (planned within the last year)

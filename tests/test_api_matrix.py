@@ -10,13 +10,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
 from bot.api import create_session
 from bot.app import SERVICES
+from bot.clock import work_calendar
+from bot.config import CommunityConfig
 from handlers import API_ROUTERS
 from models.facts import declare
 from models.notices import create_notice
@@ -25,6 +27,7 @@ from models.privacy import request_deletion
 from models.proxies import decide_link, request_link
 from models.residents import Resident, WechatAccount
 from models.roles import Role, StaffRole, grant
+from models.service_days import plan_day
 
 NOW = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 ACTORS = ("anon", "unbound", "self", "elder", "stranger", "grid", "grid_other", "staff", "staff_other",
@@ -73,6 +76,10 @@ async def build_world(client: Any) -> World:
     building_1 = await Building.get(name="1号楼")
     notice = await create_notice(community_id=mijia.id, building_id=building_1.id, title="停水", text="明天停水",
                                  urgency="normal", now=NOW, send_at=NOW, by_id=None)
+    service_day = await plan_day(community_id=mijia.id, day=date(2026, 12, 4), place="米家社区文化广场",
+                                 starts="09:00", ends="11:30", staff="周社工", items=["低保申请", "医保参保"],
+                                 by_id=None, now=NOW, today=date(2026, 11, 27),
+                                 calendar=work_calendar(CommunityConfig()))
     volunteer = await Resident.get(name="孙志愿")
     volunteer_grant = await StaffRole.get(resident_id=volunteer.id, role=Role.VOLUNTEER)
     people = {
@@ -86,7 +93,7 @@ async def build_world(client: Any) -> World:
     world.ids = {"elder": elder.id, "me": me.id, "link": link.id, "pending_link": pending_link.id,
                  "fact": fact.id, "data_request": data_request.id, "grant": volunteer_grant.id,
                  "mijia": mijia.id, "building": (await Building.get(name="3号楼")).id,
-                 "building_1": building_1.id, "notice": notice.id}
+                 "building_1": building_1.id, "notice": notice.id, "service_day": service_day.id}
     return world
 
 
@@ -110,6 +117,7 @@ def only(ok: int, *allowed: str, denied: int = 404) -> dict[str, int]:
 READERS = ("self", "elder", "grid", "staff", "subdistrict", "admin")
 WRITERS = ("self", "elder", "staff", "subdistrict")
 VERIFIERS = ("staff", "subdistrict")
+MIJIA = ("self", "elder", "grid", "grid_other", "staff", "volunteer")  # who lives in 米家社区
 
 
 Body = Callable[[World], Any]
@@ -180,6 +188,17 @@ TABLE: list[Row] = [
     Row("POST", "/announcements", only(201, "staff", "grid"),
         body=lambda w: {"audience": "building", "audience_id": w.ids["building_1"], "title": "停电", "text": "检修"}),
     Row("GET", "/announcements/{notice_id}", only(200, "staff", "grid"), {"notice_id": "notice"}),
+    # service days: everyone sees their own community's; its residents say what they come for; its staff plan
+    Row("GET", "/service-days", everyone(200, unbound=409)),
+    Row("PUT", "/service-days/{day_id}/intent", only(200, *MIJIA), {"day_id": "service_day"},
+        body=lambda w: {"item": "医保参保"}),
+    Row("POST", "/service-days", only(201, "staff"),
+        body=lambda w: {"community_id": w.ids["mijia"], "date": "2026-12-11", "place": "3号楼前", "starts": "09:00",
+                        "ends": "11:00", "staff": "周社工", "items": ["困难认定"]}),
+    Row("GET", "/communities/{community_id}/service-days", only(200, "staff"), {"community_id": "mijia"}),
+    Row("GET", "/communities/{community_id}/service-day-settings", only(200, "staff"), {"community_id": "mijia"}),
+    Row("PUT", "/communities/{community_id}/service-day-settings", only(200, "staff"), {"community_id": "mijia"},
+        body=lambda w: {"eve_at": "17:30", "day_at": "08:30"}),
 ]
 
 CASES = [pytest.param(row, actor, id=f"{row.method} {row.path} as {actor}") for row in TABLE for actor in ACTORS]

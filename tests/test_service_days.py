@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,11 +10,13 @@ import pytest
 from bot.clock import FrozenClock
 from bot.config import Config
 from bot.scheduler import SERVICE_DAY_JOB, service_scheduler
+from models.conversation import PendingPrompt
 from models.notices import Notice, NoticeDelivery, NoticeKind
 from models.outbox import OutboxMessage
 from models.places import Building
 from models.residents import Resident, WechatAccount
-from models.service_days import ServiceDay
+from models.service_days import ServiceDay, ServiceDayIntent
+from tests.test_api import until
 from tests.wechat import WeChatPusher
 
 pytestmark = pytest.mark.usefixtures("demo")
@@ -46,9 +48,9 @@ async def plan(wechat: WeChatPusher, day: str) -> str:
     await wechat.say(STAFF, "幸福里小区3号楼前广场")
     await wechat.say(STAFF, "09:00-11:30")
     items = await wechat.say(STAFF, "周社工、李网格")
-    assert "1. 政策咨询" in items
-    summary = await wechat.say(STAFF, "1 2 3")
-    assert "政策咨询、医保社保、血压血糖测量" in summary and "确认" in summary
+    assert "1. 低保申请" in items and "21. 健康检查" in items  # the service package's 21 items
+    summary = await wechat.say(STAFF, "1 9 20")
+    assert "低保申请、医保参保、法律咨询" in summary and "确认" in summary
     return await wechat.say(STAFF, "是")
 
 
@@ -90,29 +92,65 @@ async def test_the_thursday_notice_goes_out_once_to_every_resident(
         rows = await OutboxMessage.filter(openid=f"sd-{people.index(person)}")
         assert len(rows) == 1
         text = rows[0].payload["content"]
-        assert "幸福里小区3号楼前广场" in text and "09:00–11:30" in text and "医保社保" in text
-        assert "身份证" in text and "医保卡" in text and "参加" in text
+        assert "幸福里小区3号楼前广场" in text and "09:00–11:30" in text and "医保参保" in text
+        # what to bring: the documents of the items offered, each once
+        assert "请带好：身份证、户口本、家庭收入证明、银行卡、相关材料（如有）。" in text
+        assert "您会来办理哪一项" in text and "2. 医保参保" in text  # the question each resident may answer
+    prompts = await PendingPrompt.filter(subject=f"notice:{notice.id}", closed_at=None)
+    assert len(prompts) == await OutboxMessage.filter(idempotency_key__startswith=f"notice:{notice.id}:").count()
+    assert {"sd-0", "sd-1"} <= {p.openid for p in prompts}
     # Friday 08:00: the morning notice, once
     clock.set(at(2026, 12, 4, 8, 1))
     await scheduler.run(SERVICE_DAY_JOB)
     await scheduler.run(SERVICE_DAY_JOB)
     assert await Notice.filter(kind=NoticeKind.SERVICE_DAY).count() == 2
     assert await OutboxMessage.filter(openid="sd-0").count() == 2
+    # only the latest notice's question stays open
+    assert await PendingPrompt.filter(subject=f"notice:{notice.id}", closed_at=None).count() == 0
+    assert await PendingPrompt.filter(closed_at=None).count() == len(prompts)
 
 
 async def test_a_residents_intent_counts_in_the_schedule(wechat: WeChatPusher) -> None:
     await two_residents_on_wechat()
     await plan(wechat, "12月4日")
     offer = await wechat.say("sd-0", "参加")
-    assert "12月4日（周五）" in offer and "2. 医保社保" in offer
+    assert "12月4日（周五）" in offer and "2. 医保参保" in offer
     done = await wechat.say("sd-0", "2")
-    assert "已记下" in done and "医保社保" in done and "身份证" in done
+    assert "已记下" in done and "医保参保" in done and "身份证、户口本" in done
     await wechat.say("sd-1", "参加")
     await wechat.say("sd-1", "2")
     await wechat.say("sd-1", "参加")
     assert "已改为" in await wechat.say("sd-1", "1")  # a second answer replaces the first
     listing = await wechat.say(STAFF, "服务日安排")
-    assert "12月4日（周五）" in listing and "预计2人" in listing and "政策咨询1、医保社保1" in listing
+    assert "12月4日（周五）" in listing and "预计2人" in listing and "低保申请1、医保参保1" in listing
+
+
+async def test_residents_answer_the_notices_question_by_its_number(
+    wechat: WeChatPusher, clock: FrozenClock, config: Config,
+) -> None:
+    await two_residents_on_wechat()
+    await plan(wechat, "12月4日")
+    clock.set(at(2026, 12, 3, 16, 0))
+    await wechat.say("sd-0", "你好")  # inside WeChat's customer-service window: the notice reaches the phone
+    clock.set(at(2026, 12, 3, 18, 5))  # the menu opened by 你好 has long gone idle
+    await service_scheduler(config, clock).run(SERVICE_DAY_JOB)
+
+    async def pushed() -> bool:
+        return await OutboxMessage.filter(openid="sd-0", state="sent").exists()
+
+    await until(pushed)
+    done = await wechat.say("sd-0", "2")  # answers the pushed question at once
+    assert "已记下" in done and "医保参保" in done
+    assert "2. 医保参保" in await wechat.say("sd-0", "参加")  # answered once; 参加 changes it
+    assert "已改为" in await wechat.say("sd-0", "3")
+    # sd-1 has no window and no template is configured: the question waits for their next message
+    shown = await wechat.say("sd-1", "1")
+    assert "您有一条待回复的消息" in shown and "1. 低保申请" in shown
+    assert "低保申请" in await wechat.say("sd-1", "1")
+    listing = await wechat.say(STAFF, "服务日安排")
+    assert "预计2人" in listing and "低保申请1、法律咨询1" in listing
+    clock.set(at(2026, 12, 4, 11, 31))  # after the day's end the number means nothing any more
+    assert "已记下" not in await wechat.say("sd-0", "1") and "已改为" not in await wechat.say("sd-0", "1")
 
 
 async def test_a_holiday_friday_gets_a_thursday_notice_naming_the_next_day(
@@ -168,3 +206,71 @@ async def test_a_newcomer_plans_a_day_and_watches_its_notice_arrive_in_chat(tmp_
     assert resident.returncode == 0, resident.stderr
     assert "时钟已拨到" in resident.stdout
     assert "米家社区文化广场" in resident.stdout and "【客服消息→demo-grid-1】" in resident.stdout
+
+
+async def test_service_days_through_the_api(client, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
+    """Staff plan a day, residents see it and say what they come for, staff see the expected visitors."""
+    from models.places import Community
+    from tests.test_api import staff_session
+
+    staff = await staff_session(client, "mp-staff", "13904180003")  # 周社工, community staff of 米家社区
+    elder = await staff_session(client, "mp-elder", "13904180011")  # 王秀兰, a resident of 米家社区
+    mijia = (await Community.get(name="米家社区")).id
+    day = {"community_id": mijia, "date": "2026-12-04", "place": "米家社区文化广场", "starts": "09:00",
+           "ends": "11:30", "staff": "周社工", "items": ["低保申请", "医保参保"]}
+    planned = await staff.call("POST", "/service-days", day)
+    assert planned.status == 201, planned
+    assert planned.body["what_to_bring"] == ["身份证", "户口本", "家庭收入证明", "银行卡"]
+    again = await staff.call("POST", "/service-days", day)
+    assert again.status == 409 and "已经排过" in again.body["message"]
+    past = await staff.call("POST", "/service-days", day | {"date": "2026-11-20"})
+    assert past.status == 409 and "已经过去" in past.body["message"]
+    thursday = await staff.call("POST", "/service-days", day | {"date": "2026-12-10"})
+    assert thursday.status == 409 and "不是周五" in thursday.body["message"]
+    unknown = await staff.call("POST", "/service-days", day | {"date": "2026-12-11", "items": ["算命"]})
+    assert unknown.status == 422 and unknown.body["fields"][0]["field"].startswith("body.items")
+    assert (await elder.call("POST", "/service-days", day | {"date": "2026-12-11"})).status == 404
+    assert not await ServiceDay.filter(date=date(2026, 12, 11)).exists()  # nothing changed by the refusals
+
+    listed = await elder.call("GET", "/service-days")
+    assert [d["date"] for d in listed.body["items"]] == ["2026-12-04"] and listed.body["items"][0]["expected"] is None
+    day_id = planned.body["id"]
+    wrong = await elder.call("PUT", f"/service-days/{day_id}/intent", {"item": "法律咨询"})
+    assert wrong.status == 409 and "本次不办理" in wrong.body["message"]
+    said = await elder.call("PUT", f"/service-days/{day_id}/intent", {"item": "医保参保"})
+    assert said.status == 200 and said.body["my_item"] == "医保参保"
+    assert (await elder.call("GET", "/service-days")).body["items"][0]["my_item"] == "医保参保"
+    seen = await staff.call("GET", f"/communities/{mijia}/service-days")
+    assert seen.body["items"][0]["expected"] == {"医保参保": 1}
+    assert (await elder.call("GET", f"/communities/{mijia}/service-days")).status == 404
+    clock.set(at(2026, 12, 5, 9))  # the day has passed
+    late = await elder.call("PUT", f"/service-days/{day_id}/intent", {"item": "低保申请"})
+    assert late.status == 409 and "已经过去" in late.body["message"]
+    assert (await ServiceDayIntent.get(day_id=day_id)).item == "医保参保"
+
+
+async def test_staff_change_when_the_notices_go_out(
+    wechat: WeChatPusher, client, clock: FrozenClock, config: Config,  # type: ignore[no-untyped-def]
+) -> None:
+    from models.places import Community
+    from tests.test_api import staff_session
+
+    await two_residents_on_wechat()
+    assert "前一天18:00、当天08:00" in await wechat.say(STAFF, "服务日通知时间")
+    assert "21:00" in await wechat.say(STAFF, "22:30")  # in the quiet hours: asked again
+    assert "当天几点" in await wechat.say(STAFF, "16:30")
+    assert "前一天16:30和当天07:30" not in await wechat.say(STAFF, "07:30")  # before the quiet hours end
+    assert "前一天16:30和当天09:00" in await wechat.say(STAFF, "09:00")
+    await plan(wechat, "12月4日")
+    clock.set(at(2026, 12, 3, 16, 35))
+    await service_scheduler(config, clock).run(SERVICE_DAY_JOB)
+    assert (await Notice.get(kind=NoticeKind.SERVICE_DAY)).title == "明天流动服务日"
+
+    api = await staff_session(client, "mp-staff", "13904180003")
+    mijia = (await Community.get(name="米家社区")).id
+    path = f"/communities/{mijia}/service-day-settings"
+    assert (await api.call("GET", path)).body == {"eve_at": "16:30", "day_at": "09:00"}
+    refused = await api.call("PUT", path, {"eve_at": "06:00", "day_at": "08:00"})
+    assert refused.status == 409 and "夜间免打扰" in refused.body["message"]
+    assert (await api.call("GET", path)).body == {"eve_at": "16:30", "day_at": "09:00"}  # unchanged
+    assert (await api.call("PUT", path, {"eve_at": "18:00", "day_at": "08:00"})).status == 200
