@@ -285,16 +285,11 @@ def day_text(day: ServiceDay) -> str:
 
 def intent_prompt(day: ServiceDay, tz: ZoneInfo) -> dict[str, Any]:
     """The question the notice asks each recipient (a pending prompt), open until the day's end."""
-    ends = datetime.combine(day.date, _at(day.ends), tzinfo=tz)
+    ends = datetime.combine(day.date, _hhmm(day.ends), tzinfo=tz)
     question = choice("您会来办理哪一项？请回复序号告诉我们（之后要更改，回复“参加”）：",
                       [(item, item) for item in day.items])
     return {"flow": JOIN_FLOW, "step": JOIN_STEP, "question": question.to_json(), "data": {"day_id": day.id},
             "expires_at": ends.isoformat()}
-
-
-def _at(value: str) -> time:
-    hour, minute = (int(part) for part in value.split(":"))
-    return time(hour, minute)
 
 
 async def _claim(community_id: int, day: date, slot: str, now: datetime) -> ServiceDayNoticeRun | None:
@@ -374,9 +369,9 @@ async def run_service_day_notices(now: datetime, tz: ZoneInfo, calendar: WorkCal
     for day in await ServiceDay.filter(date__in=[today, tomorrow]).order_by("id"):
         settings = await settings_of(day.community_id)  # type: ignore[attr-defined]
         if day.date == tomorrow:
-            slot, due, until, title = Slot.EVE, _at(settings.eve_at), quiet_start, "明天流动服务日"
+            slot, due, until, title = Slot.EVE, _hhmm(settings.eve_at), quiet_start, "明天流动服务日"
         else:
-            slot, due, until, title = Slot.DAY, _at(settings.day_at), _at(day.ends), "今天流动服务日"
+            slot, due, until, title = Slot.DAY, _hhmm(settings.day_at), _hhmm(day.ends), "今天流动服务日"
         if not (due <= clock_time < until):
             continue  # not yet, or too late to be of use (the morning notice covers a missed evening)
         if await _send(day.community_id, day.date, slot, title, day_text(day), now,  # type: ignore[attr-defined]
@@ -387,7 +382,7 @@ async def run_service_day_notices(now: datetime, tz: ZoneInfo, calendar: WorkCal
         recent = await ServiceDay.filter(date__gte=today - timedelta(days=366)).order_by("id")
         for community_id in sorted({day.community_id for day in recent}):  # type: ignore[attr-defined]
             settings = await settings_of(community_id)
-            if not (_at(settings.eve_at) <= clock_time < quiet_start):
+            if not (_hhmm(settings.eve_at) <= clock_time < quiet_start):
                 continue
             planned = await ServiceDay.filter(community_id=community_id, date__gt=tomorrow).order_by("date").first()
             if planned is not None:
