@@ -171,17 +171,18 @@ stats = Flow("notice_stats", "通知统计", keywords=("通知统计",), menu_ke
 
 
 @stats.entry
-async def show_stats(actor: Resident) -> Done:
+async def show_stats(actor: Resident, now: datetime) -> Done:
     """Delivery figures of the staff member's five latest notices."""
     notices = await Notice.filter(created_by_id=actor.id).order_by("-id").limit(5)
     if not notices:
         return Done("您还没有发过通知。")
     lines = []
     for notice in notices:
-        report = await notice_report(notice.id)
+        report = await notice_report(notice.id, now)
         failed = sum(v for k, v in report.items() if k.startswith("failed:"))
         codes = "、".join(f"{k.removeprefix('failed:')}×{v}" for k, v in report.items() if k.startswith("failed:"))
         lines.append(f"「{notice.title}」共{report['recipients']}人：已送达{report['sent']}，待发{report['waiting']}，"
+                     f"暂缓{report['held']}，"
                      f"失败{failed}{'（' + codes + '）' if codes else ''}，已退订{report['opted_out']}，"
                      f"无法联系{report['no_account']}")
     return Done("\n".join(lines))
@@ -207,12 +208,13 @@ class AnnouncementOut(BaseModel):
     title: str
     text: str
     send_at: str = Field(description="when it goes out (the end of quiet hours for a normal one written at night)")
-    report: dict[str, int] = Field(description="recipients, sent, waiting, failed:<errcode>, opted_out, no_account")
+    report: dict[str, int] = Field(description="recipients, sent, waiting (due), held (paused until later), "
+                                               "failed:<errcode>, opted_out, no_account, no_consent")
 
 
-async def _announcement_out(notice: Notice, label: str) -> AnnouncementOut:
+async def _announcement_out(notice: Notice, label: str, now: datetime) -> AnnouncementOut:
     return AnnouncementOut(id=notice.id, audience=label, urgency=notice.urgency, title=notice.title, text=notice.text,
-                           send_at=notice.send_at.isoformat(), report=await notice_report(notice.id))
+                           send_at=notice.send_at.isoformat(), report=await notice_report(notice.id, now))
 
 
 @api.route("POST", "/announcements", summary="Send an announcement (staff)", body=AnnouncementIn,
@@ -226,7 +228,7 @@ async def post_announcement(req: ApiRequest) -> AnnouncementOut:
                            req.services.engine, req.now)
     if sent is None:
         raise not_found()
-    return await _announcement_out(*sent)
+    return await _announcement_out(*sent, req.now)
 
 
 @api.route("GET", "/announcements/{notice_id}", summary="An announcement and its delivery figures (staff)",
@@ -241,4 +243,4 @@ async def get_announcement(req: ApiRequest) -> AnnouncementOut:
                 f"grid:{notice.grid_id}" if notice.grid_id else f"community:{notice.community_id}")  # type: ignore[attr-defined]
     if audience not in {value for value, _ in await _audiences(actor)}:
         raise not_found()
-    return await _announcement_out(notice, (await _place(audience))[3])
+    return await _announcement_out(notice, (await _place(audience))[3], req.now)

@@ -61,9 +61,9 @@ async def test_a_normal_announcement_reaches_the_building_and_skips_who_opted_ou
     assert message.priority == Priority.BULK and "【社区通知】明天上午停水" in message.payload["content"]
     assert "退订" in message.payload["content"]
     assert not await OutboxMessage.filter(openid="oa-1").exists()
-    report = await notice_report(notice.id)
+    report = await notice_report(notice.id, notice.send_at)
     assert report["recipients"] == 5 and report["opted_out"] == 1 and report["no_account"] == 2
-    assert report["sent"] + report["waiting"] == 2
+    assert report["sent"] + report["waiting"] + report["held"] == 2
 
 
 async def test_written_at_night_a_normal_notice_waits_for_eight(wechat: WeChatPusher, clock: FrozenClock) -> None:
@@ -177,6 +177,9 @@ async def test_daily_quota_pauses_the_notice_until_the_reset_time(client, clock:
     assert {(r.state, r.next_attempt_at) for r in rows} == {("pending", reset)}
     assert all("paused" in r.error_message for r in rows)
     assert fake.texts("oa-0") == []
+    report = await notice_report((await Notice.get()).id, clock.now())
+    paused = await OutboxMessage.filter(state="pending", error_code=45009).count()
+    assert report["held"] == paused >= 2 and report["sent"] == 0
 
 
 async def test_staff_announce_through_the_api(client, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
@@ -238,5 +241,5 @@ async def test_mini_program_users_get_a_subscribe_message_against_a_reported_con
     assert (await SubscribeConsent.get(account__openid="mp-13911112002")).refused_at is not None
     assert (await users["戊小程"].call("GET", "/me")).body["needs_subscription"] is True  # asked again next time
     assert (await users["丁小程"].call("GET", "/me")).body["needs_subscription"] is True  # its one consent is used
-    report = await notice_report((await Notice.get()).id)
+    report = await notice_report((await Notice.get()).id, clock.now())
     assert report["sent"] >= 1 and report.get("failed:43101") == 1
