@@ -24,6 +24,9 @@ from bot.engine import Inbound
 from bot.logs import setup_logging
 from bot.services import open_services, uses_fake_wechat
 from bot.store import open_store
+from models.outbox import OutboxMessage, State
+
+AT_DRAIN_POLLS = 100  # /at waits up to 5 s for the session's due messages
 
 HELP = """\
 Linli (邻里): the community's WeChat chatbot and mini-program backend.
@@ -295,6 +298,13 @@ async def _jump(services: Any, clock: ShiftedClock, line: str) -> None:
     if services.scheduler is not None:
         await services.scheduler.run_due()
     services.sender.notify()
+    # let what fell due for this session reach it before the next line is read (input may be piped)
+    waiting = OutboxMessage.filter(openid=services.sender.only_openid or "", state__in=[State.PENDING, State.SENDING],
+                                   next_attempt_at__lte=clock.now())
+    for _ in range(AT_DRAIN_POLLS):
+        if not await waiting.exists():
+            break
+        await asyncio.sleep(0.05)
 
 
 async def scheduler_only(config: Config) -> int:

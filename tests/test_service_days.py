@@ -202,10 +202,12 @@ async def test_a_newcomer_plans_a_day_and_watches_its_notice_arrive_in_chat(tmp_
         friday += timedelta(days=7)
     thursday_evening = f"{friday - timedelta(days=1):%Y-%m-%d} 18:05"
     resident = await asyncio.to_thread(linli, "chat", "--as", "demo-grid-1", cwd=tmp_path, env=cli_env,
-                                       stdin=f"你好\n/at {thursday_evening}\n你好\n")
+                                       stdin=f"你好\n/at {thursday_evening}\n1\n")
     assert resident.returncode == 0, resident.stderr
     assert "时钟已拨到" in resident.stdout
     assert "米家社区文化广场" in resident.stdout and "【客服消息→demo-grid-1】" in resident.stdout
+    assert "您会来办理哪一项" in resident.stdout
+    assert "已记下" in resident.stdout  # the resident answered the notice's question with its number
 
 
 async def test_service_days_through_the_api(client, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
