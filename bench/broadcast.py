@@ -501,7 +501,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=2000, help="outbox.rate_per_second (default 2000)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="the fake's custom/send latency (default 20)")
     p.add_argument("--concurrency", type=int, default=0,
-                   help="outbox.concurrency (default: rate × latency, rounded up)")
+                   help="outbox.concurrency (default: 2.5 × rate × latency, rounded up: slack for the "
+                        "marks and the box's own delays)")
     p.add_argument("--lease-seconds", type=int, default=10,
                    help="outbox.lease_seconds: how long a killed sender's claimed rows wait (default 10)")
     p.add_argument("--no-baseline", action="store_true", help="skip the bare-sender baseline")
@@ -513,7 +514,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.residents < 2 or args.residents > 999_999 or args.rate < 1 or args.latency_ms < 0:
         p.error("--residents between 2 and 999999, --rate positive, --latency-ms not negative")
     if args.concurrency <= 0:
-        args.concurrency = max(1, math.ceil(args.rate * args.latency_ms / 1000))
+        args.concurrency = max(1, math.ceil(2.5 * args.rate * args.latency_ms / 1000))
     return args
 
 

@@ -113,6 +113,14 @@ class NoticesConfig:
     # Normal notices written in these hours wait for the morning; urgent ones go out at once.
     quiet_start: str = "21:00"
     quiet_end: str = "08:00"
+    # How notices reach official-account followers, in order of preference (a certified service
+    # account, 认证服务号, has both): "custom" = a customer-service message while the resident is
+    # inside WeChat's allowance window; "template" = the 'notice' template message (wechat.templates).
+    channels: str = "custom,template"
+
+    @property
+    def channel_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.channels.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,10 @@ def validate_config(cfg: Config) -> None:
             parse_hhmm(value)
         except ValueError:
             raise ConfigError(f"config key {section}.{name}: {value!r} is not a time like 21:00") from None
+    channels = cfg.notices.channel_list
+    if not channels or len(set(channels)) != len(channels) or not set(channels) <= {"custom", "template"}:
+        raise ConfigError(f"config key notices.channels: {cfg.notices.channels!r} is not one or both of "
+                          "custom, template (comma-separated, in order of preference)")
     for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):
         if getattr(cfg.api, name) < 1:
             raise ConfigError(f"config key api.{name}: must be at least 1")

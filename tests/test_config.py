@@ -344,3 +344,14 @@ def test_toml_values_must_have_the_declared_type(section: str, key: str, value: 
     """Strings are only parsed leniently when they come from environment variables."""
     with pytest.raises(ConfigError, match=f"{section}.{key}"):
         build_config({section: {key: value}}, {})
+
+
+@pytest.mark.parametrize("value", ["", "sms", "custom,custom", "template,sms"])
+def test_notice_channels_must_be_custom_or_template(value: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("notices.channels")):
+        build_config({"notices": {"channels": value}}, {})
+
+
+def test_notice_channels_are_read_in_order_from_the_environment() -> None:
+    cfg = build_config({}, {"LINLI_NOTICES_CHANNELS": "template, custom"})
+    assert cfg.notices.channel_list == ("template", "custom")

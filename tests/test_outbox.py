@@ -195,3 +195,113 @@ async def test_a_reply_beyond_the_allowance_says_it_was_cut(db: Config, clock: F
     assert written == len(rows) == rules.CS_AFTER_MESSAGE.messages
     assert all(len(r.payload["content"].encode()) <= rules.CUSTOM_TEXT_MAX_BYTES for r in rows)
     assert rows[-1].payload["content"].endswith("请联系社区工作人员）")
+
+
+async def test_a_sent_message_marks_its_prompt_subject_delivered(
+    sender: Sender, fake: FakeWeChat, clock: FrozenClock
+) -> None:
+    from models.conversation import PendingPrompt
+
+    now = clock.now()
+
+    async def prompt(openid: str, subject: str, delivered_at: datetime | None = None) -> PendingPrompt:
+        return await PendingPrompt.create(openid=openid, flow="notice", step="answer", question={"text": "?"},
+                                          subject=subject, created_at=now, expires_at=now + timedelta(days=3),
+                                          delivered_at=delivered_at)
+
+    earlier = now - timedelta(hours=1)
+    mine = await prompt("o-seen", "notice:7")
+    already = await prompt("o-seen", "notice:7", delivered_at=earlier)
+    other_subject = await prompt("o-seen", "notice:8")
+    quiet = await prompt("o-quiet", "notice:7")  # no customer-service window: the send fails
+    not_sent = await prompt("o-other", "notice:7")  # nothing is sent to o-other
+    fake.interact("o-seen")
+    for openid in ("o-seen", "o-quiet"):
+        await outbox.enqueue(openid=openid, kind="text", idempotency_key=f"notice:7:{openid}", now=now,
+                             payload={"content": "停水通知", "prompt_subject": "notice:7"}, priority=Priority.BULK)
+    await text("o-seen", "无关", now)  # no prompt_subject: touches no prompt
+    clock.advance(timedelta(seconds=5))
+    assert await sender.drain_once() == 3
+    assert fake.texts("o-seen") == ["无关", "停水通知"]  # normal before bulk
+    got = {p.id: p.delivered_at for p in await PendingPrompt.all()}
+    assert got[mine.id] == clock.now()
+    assert got[already.id] == earlier  # the first delivery counts
+    assert got[other_subject.id] is None and got[quiet.id] is None and got[not_sent.id] is None
+
+
+async def test_running_sender_keeps_each_residents_order_and_marks_everything(
+    db: Config, fake: FakeWeChat, clock: FrozenClock
+) -> None:
+    import asyncio
+
+    store = open_store(db.redis)
+    fake.set_latency(CUSTOM, 0.005)
+    openids = [f"o-run-{i}" for i in range(9)]
+    for openid in openids:
+        fake.interact(openid, kind="message")
+    cfg = OutboxConfig(concurrency=3, rate_per_second=24, poll_ms=20)  # a window of 12: several claims
+    try:
+        async with aiohttp.ClientSession() as session:
+            wechat = db.replace(wechat={"appid": fake.appid, "secret": fake.secret}).wechat
+            sender = Sender(WeChatClient(session, store, wechat, base_url=fake.url), clock, cfg)
+            # more than one claim's worth (concurrency × 4), several parts per resident
+            for part in range(4):  # with the reply below, the 5 messages one interaction allows
+                for openid in openids:
+                    await text(openid, f"{openid}:{part}", clock.now())
+            stop = asyncio.Event()
+            running = asyncio.create_task(sender.run(stop))
+            for _ in range(400):
+                if await OutboxMessage.filter(state=State.SENT).count() == 4 * len(openids):
+                    break
+                await asyncio.sleep(0.02)
+            reply = await text(openids[0], "回复", clock.now(), priority=Priority.REPLY)
+            sender.notify()
+            for _ in range(200):
+                if (await OutboxMessage.get(id=reply.id)).state == State.SENT:
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            sender.notify()
+            await asyncio.wait_for(running, timeout=10)
+    finally:
+        await store.aclose()
+    for openid in openids:
+        expected = [f"{openid}:{part}" for part in range(4)] + (["回复"] if openid == openids[0] else [])
+        assert fake.texts(openid) == expected
+    rows = await OutboxMessage.all()
+    assert {r.state for r in rows} == {State.SENT} and {r.attempts for r in rows} == {1}
+
+
+async def test_a_stopping_sender_finishes_what_is_in_flight_and_gives_back_the_rest(
+    db: Config, fake: FakeWeChat, clock: FrozenClock
+) -> None:
+    import asyncio
+
+    store = open_store(db.redis)
+    fake.set_latency(CUSTOM, 0.3)
+    openids = [f"o-stop-{i}" for i in range(10)]
+    for openid in openids:
+        fake.interact(openid, kind="message")
+        await text(openid, "停止", clock.now())
+    try:
+        async with aiohttp.ClientSession() as session:
+            wechat = db.replace(wechat={"appid": fake.appid, "secret": fake.secret}).wechat
+            sender = Sender(WeChatClient(session, store, wechat, base_url=fake.url), clock,
+                            OutboxConfig(concurrency=2, rate_per_second=100, poll_ms=20))
+            stop = asyncio.Event()
+            running = asyncio.create_task(sender.run(stop))
+            for _ in range(200):  # all ten claimed, the first two in flight
+                if await OutboxMessage.filter(state=State.SENDING).count() == len(openids):
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            stop.set()
+            sender.notify()
+            await asyncio.wait_for(running, timeout=10)
+    finally:
+        await store.aclose()
+    rows = await OutboxMessage.all()
+    sent = [r for r in rows if r.state == State.SENT]
+    assert len(sent) == len(fake.sent()) == 2  # the two in flight, marked before run() returned
+    rest = [r for r in rows if r.state != State.SENT]
+    assert {(r.state, r.lease_until, r.attempts) for r in rest} == {(State.PENDING, None, 0)}
