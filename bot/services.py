@@ -55,7 +55,8 @@ async def open_services(
     the real one; under a FrozenClock (tests) its jobs are run by hand.
     """
     store = open_store(config.redis)
-    session = aiohttp.ClientSession()
+    # aiohttp's default of 100 connections would cap the sender below a larger outbox.concurrency
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, 2 * config.outbox.concurrency)))
     fake = None
     base_url = config.wechat.api_base_url
     stop = asyncio.Event()
@@ -81,7 +82,8 @@ async def open_services(
         metrics = Metrics()
         client = WeChatClient(session, store, wechat, miniprogram, base_url=base_url)
         sender = Sender(client, clock, config.outbox, metrics, only_openid=only_openid,
-                        templates=wechat.templates, tz=ZoneInfo(config.community.timezone))
+                        templates=wechat.templates, tz=ZoneInfo(config.community.timezone),
+                        channels=config.notices.channel_list)
         engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
         if run_sender:
             task = asyncio.create_task(sender.run(stop), name="outbox-sender")

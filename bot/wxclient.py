@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.parse
 from typing import Any
 
@@ -21,6 +22,8 @@ from bot.config import MiniprogramConfig, WechatConfig
 from bot.store import key
 
 log = logging.getLogger(__name__)
+
+TOKEN_MEMO_SECONDS = 5.0
 
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
 SHOWQRCODE_BASE_URL = "https://mp.weixin.qq.com"
@@ -57,6 +60,7 @@ class WeChatClient:
         self.session = session
         self.timeout = timeout
         self.store = store
+        self._memo: dict[str, tuple[str, float]] = {}  # appid → (token, monotonic deadline): see token()
         self.wechat = wechat
         self.miniprogram = miniprogram or MiniprogramConfig()
         self.base_url = (base_url or wechat.api_base_url).rstrip("/")
@@ -72,9 +76,17 @@ class WeChatClient:
     async def token(self, app: str = "oa", *, stale: str | None = None) -> str:
         """The access token; ``stale`` is one WeChat just refused, to be replaced once."""
         appid, secret = self._credentials(app)
+        memo = self._memo.get(appid)
+        if memo is not None and memo[0] != stale and time.monotonic() < memo[1]:
+            # Read from the shared store at most every TOKEN_MEMO_SECONDS, not on every send. The
+            # store's entry expires ACCESS_TOKEN_REFRESH_MARGIN (5 min) before the token does, so a
+            # memo a few seconds older never holds an expired token; one WeChat refused comes back
+            # as ``stale`` and skips it.
+            return memo[0]
         cache_key = key("wx", "token", appid)
         cached = _text(await self.store.get(cache_key))
         if cached and cached != stale:
+            self._memo[appid] = (cached, time.monotonic() + TOKEN_MEMO_SECONDS)
             return cached
         async with self.store.lock(key("lock", "wx", "token", appid), timeout=30, blocking_timeout=30):
             # Another worker may have refreshed while we waited: use its token.
@@ -92,6 +104,7 @@ class WeChatClient:
             # Never cache a token past its expiry: stable_token may hand back one near its end.
             ttl = lifetime - margin if lifetime > 2 * margin else max(1, lifetime // 2)
             await self.store.set(cache_key, token, ex=ttl)
+            self._memo[appid] = (token, time.monotonic() + min(TOKEN_MEMO_SECONDS, ttl / 2))
             self.token_refreshes += 1
             log.info("refreshed the %s access token (valid %d s)", app, ttl)
             return token

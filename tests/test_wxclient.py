@@ -135,6 +135,16 @@ async def test_the_token_is_fetched_once_and_cached_in_the_store(
     assert 60 <= ttl < 7200  # cached for less than the token lives
 
 
+async def test_a_client_reads_the_shared_token_at_most_every_few_seconds(
+    fake: FakeWeChat, wx: WeChatClient, store: Redis
+) -> None:
+    token = await wx.token()
+    await store.delete(key("wx", "token", fake.appid))  # gone from the store: the memo still answers
+    assert await wx.token() == token and fake.tokens_issued == 1
+    assert await wx.token(stale=token) != token  # a refused token is never taken from the memo
+    assert fake.tokens_issued == 2
+
+
 async def test_a_second_client_on_the_same_store_reuses_the_token(
     fake: FakeWeChat, make_client: Callable[[], WeChatClient]
 ) -> None:
@@ -360,7 +370,10 @@ async def test_two_processes_share_one_refreshed_token(fake: FakeWeChat, wx: WeC
     assert fake.token != old
     assert fake.tokens_issued == issued + 1
     assert refreshes == 1
-    assert await wx.token() == fake.token  # and this process sees it too
+    # this process holds the old token for up to TOKEN_MEMO_SECONDS; once WeChat refuses it (the
+    # caller passes it as stale) it takes the shared new one without another refresh
+    assert await wx.token(stale=old) == fake.token
+    assert fake.tokens_issued == issued + 1
 
 
 # -- the other calls, through the fake
