@@ -15,4 +15,9 @@ class Migration(migrations.Migration):
             name='prompt',
             field=fields.JSONField(null=True, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads),
         ),
+        ops.AddField(
+            model_name='Notice',
+            name='fanned_upto',
+            field=fields.IntField(null=True),
+        ),
     ]

@@ -104,6 +104,7 @@ class Notice(Model):
     created_at = fields.DatetimeField()
     send_at = fields.DatetimeField()  # when it goes out (the morning, for a normal one in quiet hours)
     fanned_out_at = fields.DatetimeField(null=True)
+    fanned_upto = fields.IntField(null=True)  # the last resident id (in id order) fanned out so far
     # A question each recipient may answer in chat (a pending prompt): flow, step, question (JSON of
     # models.conversation.Question), data, expires_at (ISO). The service-day notice asks for the item.
     prompt: dict[str, Any] | None = fields.JSONField(null=True)
@@ -189,7 +190,8 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 1000) -> dict[s
 
     Safe to run again, and at the same time as another fan-out of the same notice (a crash half
     way, the due sweep next to an immediate fan-out): each batch is written in one transaction
-    with the notice row locked, and residents who already have a delivery are skipped. A notice
+    with the notice row locked, and records on the notice the last resident it covered (residents
+    are taken in id order), so a later batch or run skips what is done. A notice
     with a question gives each official-account recipient a pending prompt (subject
     ``notice:<id>``), marked seen when the sender's push of the notice went through.
     """
@@ -213,15 +215,15 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 1000) -> dict[s
     send_at = max(now, notice.send_at)
     people = await _audience_ids(notice)
     for start in range(0, len(people), batch):
-        chunk_ids = [pid for pid, _ in people[start:start + batch]]
         async with in_transaction():
-            # one fan-out of this notice at a time (PostgreSQL row lock; SQLite writes one at a time)
-            await Notice.filter(id=notice.id).select_for_update().values_list("id", flat=True)
-            done = set(await NoticeDelivery.filter(notice_id=notice.id, resident_id__in=chunk_ids)
-                       .values_list("resident_id", flat=True))
-            chunk = [(pid, off) for pid, off in people[start:start + batch] if pid not in done]
+            # One fan-out of this notice at a time (PostgreSQL row lock; SQLite writes one at a
+            # time), continuing after the last resident a previous batch (or run) wrote.
+            locked = await Notice.filter(id=notice.id).select_for_update().get()
+            upto = locked.fanned_upto
+            chunk = [(pid, off) for pid, off in people[start:start + batch] if upto is None or pid > upto]
             if not chunk:
                 continue
+            await Notice.filter(id=notice.id).update(fanned_upto=chunk[-1][0])
             ids = [pid for pid, _ in chunk]
             accounts: dict[int, list[str]] = {}
             for resident_id, openid in await WechatAccount.filter(

@@ -96,7 +96,7 @@ class WechatAccount(Model):
     channel = fields.CharField(max_length=8, default="oa")  # oa | mp | chat
     resident: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="accounts", null=True, on_delete=fields.SET_NULL
-    )
+    )  # indexed by migration 0009
     subscribed = fields.BooleanField(default=True)
     subscribed_at = fields.DatetimeField(null=True)
     unsubscribed_at = fields.DatetimeField(null=True)

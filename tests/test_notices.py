@@ -101,6 +101,19 @@ async def test_fan_out_again_sends_nobody_twice(wechat: WeChatPusher) -> None:
     assert await OutboxMessage.filter(idempotency_key__startswith=f"notice:{notice.id}:").count() == 3
 
 
+async def test_two_fan_outs_at_once_share_the_work_and_send_nobody_twice(wechat: WeChatPusher) -> None:
+    """The due sweep next to an immediate fan-out: batches are taken in turn under the notice's lock."""
+    import asyncio
+
+    await residents_of_building_1()
+    await announce(wechat, "normal")
+    notice = await Notice.get()
+    results = await asyncio.gather(*(fan_out(notice.id, notice.send_at, batch=2) for _ in range(3)))
+    assert sum(sum(r.values()) for r in results) == 5
+    assert await NoticeDelivery.filter(notice_id=notice.id).count() == 5
+    assert await OutboxMessage.filter(idempotency_key__startswith=f"notice:{notice.id}:").count() == 3
+
+
 async def test_subscribe_again_and_grid_workers_only_address_their_grid(wechat: WeChatPusher) -> None:
     await residents_of_building_1()
     assert "已退订" in await wechat.say("oa-0", "退订")
