@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -148,22 +149,29 @@ async def _until_settled(openids: list[str]) -> list[OutboxMessage]:
     raise AssertionError("the outbox did not settle")
 
 
-async def test_outside_the_window_a_follower_gets_the_notice_template(
-    aiohttp_client, config, clock: FrozenClock  # type: ignore[no-untyped-def]
-) -> None:
+async def _urgent_notice_to_two_followers(aiohttp_client, config, clock: FrozenClock, **replace: Any) -> Any:  # type: ignore[no-untyped-def]
+    """An app with the 'notice' template configured (and ``replace``); oa-0 wrote to us lately
+    (inside the customer-service window), oa-1 did not; an urgent notice to their building."""
     from bot.app import SERVICES, create_app
     from models.demo import load_demo
 
-    app = create_app(config.replace(wechat={"templates": {"notice": "tpl-notice"}}), clock=clock)
+    app = create_app(config.replace(wechat={"templates": {"notice": "tpl-notice"}}, **replace), clock=clock)
     client = await aiohttp_client(app)
     await load_demo(clock.now())
     await residents_of_building_1()
     fake = client.app[SERVICES].fake
     fake.follow("oa-0")
     fake.follow("oa-1")
-    fake.interact("oa-0")  # oa-0 wrote to us lately; oa-1 did not
+    fake.interact("oa-0")
     await _urgent_notice_to_building_1(clock)
     client.app[SERVICES].sender.notify()
+    return fake
+
+
+async def test_outside_the_window_a_follower_gets_the_notice_template(
+    aiohttp_client, config, clock: FrozenClock  # type: ignore[no-untyped-def]
+) -> None:
+    fake = await _urgent_notice_to_two_followers(aiohttp_client, config, clock)  # oa-0 inside the window
     await _until_settled(["oa-0", "oa-1"])
     await _until_settled(["oa-1"])
     assert any("燃气检修" in t for t in fake.texts("oa-0"))
@@ -182,20 +190,7 @@ async def test_the_channel_policy_is_configuration(
 ) -> None:
     """notices.channels: "template" never spends the customer-service allowance on a notice;
     "custom" (an account without template messages) records what it could not deliver."""
-    from bot.app import SERVICES, create_app
-    from models.demo import load_demo
-
-    app = create_app(config.replace(wechat={"templates": {"notice": "tpl-notice"}}, notices={"channels": channels}),
-                     clock=clock)
-    client = await aiohttp_client(app)
-    await load_demo(clock.now())
-    await residents_of_building_1()
-    fake = client.app[SERVICES].fake
-    fake.follow("oa-0")
-    fake.follow("oa-1")
-    fake.interact("oa-0")  # inside the window
-    await _urgent_notice_to_building_1(clock)
-    client.app[SERVICES].sender.notify()
+    fake = await _urgent_notice_to_two_followers(aiohttp_client, config, clock, notices={"channels": channels})
     await _until_settled(["oa-0", "oa-1"])
     await _until_settled(["oa-0", "oa-1"])  # a template written as a fallback settles too
     if channels == "template":

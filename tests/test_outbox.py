@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -29,14 +30,22 @@ async def fake(clock: FrozenClock) -> AsyncIterator[FakeWeChat]:
         yield fake
 
 
+@contextlib.asynccontextmanager
+async def sender_for(db: Config, fake: FakeWeChat, clock: FrozenClock, cfg: OutboxConfig) -> AsyncIterator[Sender]:
+    """A sender talking to the fake, with its own store and HTTP session."""
+    store = open_store(db.redis)
+    try:
+        async with aiohttp.ClientSession() as session:
+            wechat = db.replace(wechat={"appid": fake.appid, "secret": fake.secret}).wechat
+            yield Sender(WeChatClient(session, store, wechat, base_url=fake.url), clock, cfg)
+    finally:
+        await store.aclose()
+
+
 @pytest.fixture
 async def sender(db: Config, fake: FakeWeChat, clock: FrozenClock) -> AsyncIterator[Sender]:
-    store = open_store(db.redis)
-    async with aiohttp.ClientSession() as session:
-        wechat = db.replace(wechat={"appid": fake.appid, "secret": fake.secret}).wechat
-        client = WeChatClient(session, store, wechat, base_url=fake.url)
-        yield Sender(client, clock, OutboxConfig(concurrency=1, max_attempts=4))
-    await store.aclose()
+    async with sender_for(db, fake, clock, OutboxConfig(concurrency=1, max_attempts=4)) as sender:
+        yield sender
 
 
 async def text(openid: str, content: str, now: datetime, *, key: str | None = None,
@@ -234,37 +243,31 @@ async def test_running_sender_keeps_each_residents_order_and_marks_everything(
 ) -> None:
     import asyncio
 
-    store = open_store(db.redis)
     fake.set_latency(CUSTOM, 0.005)
     openids = [f"o-run-{i}" for i in range(9)]
     for openid in openids:
         fake.interact(openid, kind="message")
     cfg = OutboxConfig(concurrency=3, rate_per_second=24, poll_ms=20)  # a window of 12: several claims
-    try:
-        async with aiohttp.ClientSession() as session:
-            wechat = db.replace(wechat={"appid": fake.appid, "secret": fake.secret}).wechat
-            sender = Sender(WeChatClient(session, store, wechat, base_url=fake.url), clock, cfg)
-            # more than one claim's worth (concurrency × 4), several parts per resident
-            for part in range(4):  # with the reply below, the 5 messages one interaction allows
-                for openid in openids:
-                    await text(openid, f"{openid}:{part}", clock.now())
-            stop = asyncio.Event()
-            running = asyncio.create_task(sender.run(stop))
-            for _ in range(400):
-                if await OutboxMessage.filter(state=State.SENT).count() == 4 * len(openids):
-                    break
-                await asyncio.sleep(0.02)
-            reply = await text(openids[0], "回复", clock.now(), priority=Priority.REPLY)
-            sender.notify()
-            for _ in range(200):
-                if (await OutboxMessage.get(id=reply.id)).state == State.SENT:
-                    break
-                await asyncio.sleep(0.02)
-            stop.set()
-            sender.notify()
-            await asyncio.wait_for(running, timeout=10)
-    finally:
-        await store.aclose()
+    async with sender_for(db, fake, clock, cfg) as sender:
+        # more than one claim's worth (concurrency × 4), several parts per resident
+        for part in range(4):  # with the reply below, the 5 messages one interaction allows
+            for openid in openids:
+                await text(openid, f"{openid}:{part}", clock.now())
+        stop = asyncio.Event()
+        running = asyncio.create_task(sender.run(stop))
+        for _ in range(400):
+            if await OutboxMessage.filter(state=State.SENT).count() == 4 * len(openids):
+                break
+            await asyncio.sleep(0.02)
+        reply = await text(openids[0], "回复", clock.now(), priority=Priority.REPLY)
+        sender.notify()
+        for _ in range(200):
+            if (await OutboxMessage.get(id=reply.id)).state == State.SENT:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        sender.notify()
+        await asyncio.wait_for(running, timeout=10)
     for openid in openids:
         expected = [f"{openid}:{part}" for part in range(4)] + (["回复"] if openid == openids[0] else [])
         assert fake.texts(openid) == expected
@@ -277,29 +280,22 @@ async def test_a_stopping_sender_finishes_what_is_in_flight_and_gives_back_the_r
 ) -> None:
     import asyncio
 
-    store = open_store(db.redis)
     fake.set_latency(CUSTOM, 0.3)
     openids = [f"o-stop-{i}" for i in range(10)]
     for openid in openids:
         fake.interact(openid, kind="message")
         await text(openid, "停止", clock.now())
-    try:
-        async with aiohttp.ClientSession() as session:
-            wechat = db.replace(wechat={"appid": fake.appid, "secret": fake.secret}).wechat
-            sender = Sender(WeChatClient(session, store, wechat, base_url=fake.url), clock,
-                            OutboxConfig(concurrency=2, rate_per_second=100, poll_ms=20))
-            stop = asyncio.Event()
-            running = asyncio.create_task(sender.run(stop))
-            for _ in range(200):  # all ten claimed, the first two in flight
-                if await OutboxMessage.filter(state=State.SENDING).count() == len(openids):
-                    break
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.1)
-            stop.set()
-            sender.notify()
-            await asyncio.wait_for(running, timeout=10)
-    finally:
-        await store.aclose()
+    async with sender_for(db, fake, clock, OutboxConfig(concurrency=2, rate_per_second=100, poll_ms=20)) as sender:
+        stop = asyncio.Event()
+        running = asyncio.create_task(sender.run(stop))
+        for _ in range(200):  # all ten claimed, the first two in flight
+            if await OutboxMessage.filter(state=State.SENDING).count() == len(openids):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        stop.set()
+        sender.notify()
+        await asyncio.wait_for(running, timeout=10)
     rows = await OutboxMessage.all()
     sent = [r for r in rows if r.state == State.SENT]
     assert len(sent) == len(fake.sent()) == 2  # the two in flight, marked before run() returned
