@@ -364,8 +364,9 @@ class Engine:
         expired_note = ""
         if state is not None and now - datetime.fromisoformat(state["updated"]) > self.idle:
             await self._clear(msg.openid)
-            minutes = self.config.conversation.idle_minutes
-            expired_note = f"您超过{minutes}分钟没有回复，刚才的“{self._title(state)}”已结束，需要请重新开始。\n"
+            if state["flow"] != self.menu_flow:  # an open menu is nothing lost: no need to say so
+                minutes = self.config.conversation.idle_minutes
+                expired_note = f"您超过{minutes}分钟没有回复，刚才的“{self._title(state)}”已结束，需要请重新开始。\n"
             state = None
 
         word = msg.text.strip().lower() if msg.has_text else ""

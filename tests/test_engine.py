@@ -113,7 +113,7 @@ async def test_pending_prompt_is_answered_after_idle_expiry(
     await wechat.say("demo-grid-1", "菜单")  # starts a conversation...
     clock.advance(timedelta(days=2))  # ...which goes idle; the prompt does not
     reply = await wechat.say("demo-grid-1", "是")
-    assert "已结束" in reply and "已确认绑定" in reply
+    assert "已确认绑定" in reply and "已结束" not in reply  # an idle menu ends without a word
     assert (await PendingPrompt.get(openid="demo-grid-1")).closed_reason == "answered"
     assert "请选择服务" in await wechat.say("o-elder", "菜单")
 
@@ -160,3 +160,11 @@ async def _request_link(wechat: WeChatPusher, openid: str) -> None:
     for line in ["绑定", "是", "王秀兰", "13904180011", "1", "1", "2", "301"]:
         await wechat.say(openid, line)
     assert "网格员核实" in await wechat.say(openid, "是")
+
+
+async def test_an_idle_menu_ends_without_a_word(client, wechat: WeChatPusher, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
+    await wechat.say("o8", "菜单")
+    clock.advance(timedelta(hours=2))
+    reply = await wechat.say("o8", "你好")
+    assert "已结束" not in reply and "您好" in reply
+    assert await client.app[ENGINE].state_of("o8") is not None  # the fresh menu
