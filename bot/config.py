@@ -119,6 +119,11 @@ class NoticesConfig:
     channels: str = "custom,template"
 
     @property
+    def quiet_hours(self) -> tuple[time, time]:
+        """(start, end) of the quiet hours; validated at load time."""
+        return parse_hhmm(self.quiet_start), parse_hhmm(self.quiet_end)
+
+    @property
     def channel_list(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.channels.split(",") if part.strip())
 

@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.clock import Clock, work_calendar
-from bot.config import Config, PrivacyConfig, parse_hhmm
+from bot.config import Config, PrivacyConfig
 from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, prune, sweep_due
 from models.privacy import Retention, retention_sweep
 from models.service_days import run_service_day_notices
@@ -222,7 +222,7 @@ def service_scheduler(config: Config, clock: Clock) -> Scheduler:
                       grace=timedelta(minutes=10))
 
     calendar = work_calendar(config.community)
-    quiet_start = parse_hhmm(config.notices.quiet_start)
+    quiet_start, _ = config.notices.quiet_hours
 
     async def service_day_notices(fire_time: datetime) -> dict[str, int]:
         # the notice times are per-community settings: the job looks every few minutes whose time has come

@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from bot.api import ApiRequest, ApiRouter, Strict, not_found
-from bot.config import parse_hhmm
 from bot.engine import Ask, Done, Engine, Flow, choice, confirm, free_text
 from models.notices import (
     TEXT_MAX,
@@ -119,7 +118,7 @@ async def _announce(actor: Resident, audience: str, urgency: str, title: str, te
     community_id, grid_id, building_id, label = await _place(audience)
     quiet = engine.config.notices
     send_at = now if urgency == Urgency.URGENT else after_quiet_hours(
-        now, engine.tz, parse_hhmm(quiet.quiet_start), parse_hhmm(quiet.quiet_end))
+        now, engine.tz, *quiet.quiet_hours)
     notice = await create_notice(community_id=community_id, grid_id=grid_id, building_id=building_id, title=title,
                                  text=text, urgency=urgency, now=now, send_at=send_at, by_id=actor.id)
     await schedule_notice(notice, now)

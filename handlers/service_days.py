@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from bot.api import ApiRequest, ApiRouter, Strict, not_found
-from bot.config import parse_hhmm
 from bot.engine import Ask, Done, Engine, Flow, choice, confirm, free_text
 from models.errors import UserFacingError
 from models.places import Community
@@ -23,6 +22,7 @@ from models.service_days import (
     ServiceDayIntent,
     check_date,
     check_notice_times,
+    documents_to_bring,
     expected_visitors,
     fmt_day,
     parse_date,
@@ -35,7 +35,6 @@ from models.service_days import (
     upcoming_days,
     what_to_bring,
 )
-from models.service_package import documents_for
 
 PLANNERS = (Role.COMMUNITY_STAFF,)
 LISTED_DAYS = 4  # keeps the reply short
@@ -186,8 +185,7 @@ async def got_times_community(answer: int, data: dict[str, Any]) -> Ask:
 @times_flow.step("eve")
 async def got_eve(answer: str, data: dict[str, Any], engine: Engine) -> Ask:
     """Check the evening time now (so a wrong one is asked again), then ask the morning time."""
-    quiet = engine.config.notices
-    check_notice_times(answer, data["day_at"], parse_hhmm(quiet.quiet_start), parse_hhmm(quiet.quiet_end))
+    check_notice_times(answer, data["day_at"], *engine.config.notices.quiet_hours)
     data["eve_at"] = answer
     return Ask("day", free_text("服务日当天几点发？例如：08:00", max_len=10))
 
@@ -197,9 +195,8 @@ async def got_day(answer: str, data: dict[str, Any], actor: Resident, engine: En
     """Save both times (a change to times is easily undone, so no confirmation step)."""
     if data["community_id"] not in {cid for cid, _ in await _communities(actor)}:
         return Done("您已不能修改这个社区的通知时间。")
-    quiet = engine.config.notices
-    times = await set_notice_times(data["community_id"], data["eve_at"], answer, parse_hhmm(quiet.quiet_start),
-                                   parse_hhmm(quiet.quiet_end))
+    times = await set_notice_times(data["community_id"], data["eve_at"], answer,
+                                   *engine.config.notices.quiet_hours)
     return Done(f"已改好：服务日通知在前一天{times.eve_at}和当天{times.day_at}发出。")
 
 
@@ -268,11 +265,19 @@ class IntentIn(Strict):
     item: str = Field(min_length=1, max_length=ITEM_MAX)
 
 
+async def _planner_of(req: ApiRequest, community_id: int) -> Resident:
+    """The caller, when they plan service days for this community; else 404 (as if it did not exist)."""
+    actor = await req.bound_actor()
+    if community_id not in {cid for cid, _ in await _communities(actor)}:
+        raise not_found()
+    return actor
+
+
 async def _day_out(day: ServiceDay, *, my_item: str | None = None, staff: bool = False) -> ServiceDayOut:
     return ServiceDayOut(
         id=day.id, community_id=day.community_id, date=day.date.isoformat(),  # type: ignore[attr-defined]
         place=day.place, starts=day.starts, ends=day.ends, staff=day.staff, items=list(day.items),
-        what_to_bring=documents_for(day.items) or ["身份证"], my_item=my_item,
+        what_to_bring=documents_to_bring(day.items), my_item=my_item,
         expected=await expected_visitors(day.id) if staff else None)
 
 
@@ -305,10 +310,8 @@ async def put_intent(req: ApiRequest) -> ServiceDayOut:
            response=ServiceDayOut, status=201, errors=(404, 409))
 async def post_service_day(req: ApiRequest) -> ServiceDayOut:
     """A Friday that is a working day, today or later, not planned yet; 409 with the reason otherwise."""
-    actor = await req.bound_actor()
     body: ServiceDayIn = req.body
-    if body.community_id not in {cid for cid, _ in await _communities(actor)}:
-        raise not_found()
+    actor = await _planner_of(req, body.community_id)
     engine = req.services.engine
     today = req.now.astimezone(engine.tz).date()
     day = await plan_day(community_id=body.community_id, day=parse_date(body.date, today), place=body.place,
@@ -321,9 +324,7 @@ async def post_service_day(req: ApiRequest) -> ServiceDayOut:
            summary="Planned service days with expected visitors per item (community staff)", response=ServiceDayList)
 async def list_planned_days(req: ApiRequest) -> ServiceDayList:
     """The community's upcoming days, for its staff."""
-    actor = await req.bound_actor()
-    if req.path["community_id"] not in {cid for cid, _ in await _communities(actor)}:
-        raise not_found()
+    await _planner_of(req, req.path["community_id"])
     days = await upcoming_days([req.path["community_id"]], req.now.astimezone(req.services.engine.tz).date())
     return ServiceDayList(items=[await _day_out(day, staff=True) for day in days])
 
@@ -333,16 +334,11 @@ class NoticeTimes(Strict):
     day_at: str = Field(pattern=HHMM, description="the morning of the day, HH:MM community time")
 
 
-def _own_community(community_id: int, communities: list[tuple[int, str]]) -> None:
-    if community_id not in {cid for cid, _ in communities}:
-        raise not_found()
-
-
 @api.route("GET", "/communities/{community_id}/service-day-settings",
            summary="When the community's service-day notices go out (community staff)", response=NoticeTimes)
 async def get_notice_times(req: ApiRequest) -> NoticeTimes:
     """The community's evening-before and morning-of times."""
-    _own_community(req.path["community_id"], await _communities(await req.bound_actor()))
+    await _planner_of(req, req.path["community_id"])
     times = await settings_of(req.path["community_id"])
     return NoticeTimes(eve_at=times.eve_at, day_at=times.day_at)
 
@@ -352,8 +348,7 @@ async def get_notice_times(req: ApiRequest) -> NoticeTimes:
            response=NoticeTimes, errors=(409,))
 async def put_notice_times(req: ApiRequest) -> NoticeTimes:
     """Both times outside the quiet hours (notices.quiet_start–quiet_end), else 409."""
-    _own_community(req.path["community_id"], await _communities(await req.bound_actor()))
-    quiet = req.services.engine.config.notices
+    await _planner_of(req, req.path["community_id"])
     times = await set_notice_times(req.path["community_id"], req.body.eve_at, req.body.day_at,
-                                   parse_hhmm(quiet.quiet_start), parse_hhmm(quiet.quiet_end))
+                                   *req.services.engine.config.notices.quiet_hours)
     return NoticeTimes(eve_at=times.eve_at, day_at=times.day_at)

@@ -198,17 +198,15 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 1000) -> dict[s
     notice = await Notice.get(id=notice_id)
     priority = Priority.NORMAL if notice.urgency == Urgency.URGENT else Priority.BULK
     subject = f"notice:{notice.id}"
-    text = render(notice)
-    question = Question.from_json(notice.prompt["question"]) if notice.prompt else None
-    if question is not None:
-        text = render(notice, question.render())
+    prompt = notice.prompt
+    text = render(notice, Question.from_json(prompt["question"]).render() if prompt else "")
     # outside the customer-service window the sender falls back to the 'notice' template (wechat.templates)
     payload: dict[str, Any] = {"content": text, "fallback_template": "notice", "fallback_data": {
         "first": {"value": ("【紧急】" if notice.urgency == Urgency.URGENT else "") + notice.title},
         "keyword1": {"value": notice.text[:180]},
         "remark": {"value": "详情请咨询社区工作人员。"},
     }}
-    if question is not None:
+    if prompt:
         payload["prompt_subject"] = subject
     counts = {DeliveryStatus.QUEUED: 0, DeliveryStatus.OPTED_OUT: 0, DeliveryStatus.NO_ACCOUNT: 0,
               DeliveryStatus.NO_CONSENT: 0}
@@ -255,12 +253,12 @@ async def fan_out(notice_id: int, now: datetime, *, batch: int = 1000) -> dict[s
                                            created_at=now) for openid in mine]
             if rows:  # a row with the same key (written before a crash) is kept as it is
                 await OutboxMessage.bulk_create(rows, ignore_conflicts=True)
-            if question is not None and rows and notice.prompt is not None:
-                expires = datetime.fromisoformat(notice.prompt["expires_at"])
+            if prompt and rows:
+                expires = datetime.fromisoformat(prompt["expires_at"])
                 await PendingPrompt.bulk_create([PendingPrompt(
-                    openid=row.openid, flow=notice.prompt["flow"], step=notice.prompt["step"],
-                    question=notice.prompt["question"], data=notice.prompt.get("data", {}), subject=subject,
-                    created_at=now, expires_at=expires) for row in rows])
+                    openid=row.openid, flow=prompt["flow"], step=prompt["step"], question=prompt["question"],
+                    data=prompt.get("data", {}), subject=subject, created_at=now, expires_at=expires)
+                    for row in rows])
             outbox_ids = dict(await OutboxMessage.filter(idempotency_key__in=list(first_key.values())).values_list(
                 "idempotency_key", "id")) if first_key else {}
             await NoticeDelivery.bulk_create([NoticeDelivery(

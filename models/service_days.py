@@ -273,9 +273,13 @@ async def record_intent(resident_id: int, day_id: int, item: str, now: datetime)
 # ---------------------------------------------------------------------------- notices
 
 
-def what_to_bring(items: list[str]) -> str:
+def documents_to_bring(items: list[str]) -> list[str]:
     """The documents for these items of the service package (an ID card when none is listed)."""
-    return "、".join(documents_for(items) or ["身份证"])
+    return documents_for(items) or ["身份证"]
+
+
+def what_to_bring(items: list[str]) -> str:
+    return "、".join(documents_to_bring(items))
 
 
 def day_text(day: ServiceDay) -> str:
