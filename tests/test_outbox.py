@@ -20,6 +20,7 @@ from bot.wxclient import WeChatClient
 from models import outbox
 from models.outbox import OutboxMessage, Priority, State
 from models.residents import WechatAccount, get_or_create_account
+from tests.test_api import until
 
 CUSTOM = "/cgi-bin/message/custom/send"
 
@@ -238,6 +239,10 @@ async def test_a_sent_message_marks_its_prompt_subject_delivered(
     assert got[other_subject.id] is None and got[quiet.id] is None and got[not_sent.id] is None
 
 
+async def _count(state: str, n: int) -> bool:
+    return await OutboxMessage.filter(state=state).count() == n
+
+
 async def test_running_sender_keeps_each_residents_order_and_marks_everything(
     db: Config, fake: FakeWeChat, clock: FrozenClock
 ) -> None:
@@ -255,16 +260,10 @@ async def test_running_sender_keeps_each_residents_order_and_marks_everything(
                 await text(openid, f"{openid}:{part}", clock.now())
         stop = asyncio.Event()
         running = asyncio.create_task(sender.run(stop))
-        for _ in range(400):
-            if await OutboxMessage.filter(state=State.SENT).count() == 4 * len(openids):
-                break
-            await asyncio.sleep(0.02)
-        reply = await text(openids[0], "回复", clock.now(), priority=Priority.REPLY)
+        await until(lambda: _count(State.SENT, 4 * len(openids)))
+        await text(openids[0], "回复", clock.now(), priority=Priority.REPLY)
         sender.notify()
-        for _ in range(200):
-            if (await OutboxMessage.get(id=reply.id)).state == State.SENT:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: _count(State.SENT, 4 * len(openids) + 1))
         stop.set()
         sender.notify()
         await asyncio.wait_for(running, timeout=10)
@@ -288,10 +287,7 @@ async def test_a_stopping_sender_finishes_what_is_in_flight_and_gives_back_the_r
     async with sender_for(db, fake, clock, OutboxConfig(concurrency=2, rate_per_second=100, poll_ms=20)) as sender:
         stop = asyncio.Event()
         running = asyncio.create_task(sender.run(stop))
-        for _ in range(200):  # all ten claimed, the first two in flight
-            if await OutboxMessage.filter(state=State.SENDING).count() == len(openids):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: _count(State.SENDING, len(openids)))  # all ten claimed, the first two in flight
         await asyncio.sleep(0.1)
         stop.set()
         sender.notify()
