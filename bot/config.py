@@ -129,6 +129,16 @@ class NoticesConfig:
 
 
 @dataclass(frozen=True)
+class CasesConfig:
+    # 逢六说事. Chains, deadlines and default classes are per-community settings staff edit.
+    nearby_meters: int = 300  # open cases this close (same category) are offered as "me too"
+    nearby_days: int = 14  # ... when reported in the last this many days
+    feedback_days: int = 7  # a resolved case nobody rated closes as unrated after this
+    reminder_at: str = "18:00"  # the day before a session: residents get its agenda
+    roundup_at: str = "17:00"  # Fridays (圆梦): residents get the cases resolved that week
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     session_hours: int = 72  # a mini-program session token lives this long
     login_per_minute: int = 20  # logins per client IP per minute
@@ -180,6 +190,7 @@ class Config:
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     notices: NoticesConfig = field(default_factory=NoticesConfig)
+    cases: CasesConfig = field(default_factory=CasesConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -289,7 +300,11 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("config key conversation.idle_minutes: must be at least 1")
     if cfg.conversation.prompt_days < 1:
         raise ConfigError("config key conversation.prompt_days: must be at least 1")
-    for section, name in (("notices", "quiet_start"), ("notices", "quiet_end"), ("outbox", "quota_reset")):
+    for name in ("nearby_meters", "nearby_days", "feedback_days"):
+        if getattr(cfg.cases, name) < 1:
+            raise ConfigError(f"config key cases.{name}: must be at least 1")
+    for section, name in (("notices", "quiet_start"), ("notices", "quiet_end"), ("outbox", "quota_reset"),
+                          ("cases", "reminder_at"), ("cases", "roundup_at")):
         value = getattr(getattr(cfg, section), name)
         try:
             parse_hhmm(value)

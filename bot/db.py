@@ -25,6 +25,7 @@ MODEL_MODULES = [
     "models.jobs",
     "models.notices",
     "models.service_days",
+    "models.cases",
 ]
 
 

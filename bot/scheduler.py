@@ -26,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.clock import Clock, work_calendar
 from bot.config import Config, PrivacyConfig
+from models import cases
 from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, prune, sweep_due
 from models.privacy import Retention, retention_sweep
 from models.service_days import run_service_day_notices
@@ -213,6 +214,7 @@ async def run_retention(config: Config, clock: Clock) -> dict[str, int]:
 def service_scheduler(config: Config, clock: Clock) -> Scheduler:
     """The scheduler with every job of the service added (not started)."""
     scheduler = Scheduler(ZoneInfo(config.community.timezone), clock)
+    cases.configure(config)  # the case deadlines' due actions count in the community's calendar
     scheduler.add_daily(RETENTION_JOB, config.privacy.sweep_time, partial(run_retention, config, clock))
 
     async def due_actions(fire_time: datetime) -> dict[str, int]:

@@ -22,6 +22,7 @@ from bot.scheduler import Scheduler, service_scheduler
 from bot.store import open_store
 from bot.wxclient import WeChatClient
 from handlers import ROUTERS, WELCOME
+from models import cases
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ async def open_services(
         sender = Sender(client, clock, config.outbox, metrics, only_openid=only_openid,
                         templates=wechat.templates, tz=ZoneInfo(config.community.timezone),
                         channels=config.notices.channel_list)
+        cases.configure(config)
         engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
         if run_sender:
             task = asyncio.create_task(sender.run(stop), name="outbox-sender")

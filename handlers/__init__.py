@@ -1,7 +1,18 @@
 """The flows, one router each; this list orders them."""
 
 from bot.engine import Flow
-from handlers import binding, family, menu, notices, profile, service_days, staff_records
+from handlers import (
+    binding,
+    case_figures,
+    case_sessions,
+    cases,
+    family,
+    menu,
+    notices,
+    profile,
+    service_days,
+    staff_records,
+)
 
 ROUTERS: list[Flow] = [
     menu.router,
@@ -23,15 +34,21 @@ ROUTERS: list[Flow] = [
     service_days.overview,
     service_days.times_flow,
     service_days.join,
+    *cases.FLOWS,
+    *case_sessions.FLOWS,
+    *case_figures.FLOWS,
 ]
 WELCOME = menu.WELCOME
 
 # The mini-program API views (/api/v1), one router per flow module.
 from bot.api import ApiRouter  # noqa: E402
-from handlers import api_identity  # noqa: E402
+from handlers import api_identity, cases_api  # noqa: E402
 
 API_ROUTERS: list[ApiRouter] = [
     api_identity.router,
     notices.api,
     service_days.api,
+    cases_api.api,
+    case_sessions.api,
+    case_figures.api,
 ]

@@ -18,6 +18,14 @@ LAYOUT = {
     "新邱社区": {"东区网格": ["东1栋", "东2栋"], "西区网格": ["西1栋", "西2栋"]},
 }
 
+# where each building stands (lat, lon): 1号楼-3号楼 within 100 m of each other, 4号楼 and 5号楼 600 m off
+POSITIONS = {
+    "1号楼": (42.02160, 121.67000), "2号楼": (42.02160, 121.67100), "3号楼": (42.02240, 121.67000),
+    "4号楼": (42.02600, 121.67500), "5号楼": (42.02600, 121.67600),
+    "东1栋": (42.05000, 121.70000), "东2栋": (42.05050, 121.70000),
+    "西1栋": (42.05000, 121.70500), "西2栋": (42.05050, 121.70500),
+}
+
 # (openid for `linli chat --as`, name, mobile, community, grid, building, unit, room, role)
 STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
     ("demo-grid-1", "李网格", "13904180001", "米家社区", "第一网格", "1号楼", "1", "101",
@@ -28,6 +36,10 @@ STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
      Role.COMMUNITY_STAFF),
     ("demo-volunteer", "孙志愿", "13904180004", "米家社区", None, "3号楼", "1", "302",
      Role.VOLUNTEER),
+    # 逢六说事: the property company (红色物业) of 米家社区, the mediator of 第一网格, the sub-district
+    ("demo-property", "钱物业", "13904180005", "米家社区", None, "3号楼", "2", "101", Role.PROPERTY),
+    ("demo-mediator", "孔调解", "13904180006", "米家社区", "第一网格", "2号楼", "1", "301", Role.MEDIATOR),
+    ("demo-street", "冯街道", "13904180007", "米家社区", None, "5号楼", "1", "201", Role.SUBDISTRICT_STAFF),
 ]
 
 # Imported by staff, no WeChat yet: typing these details leads to the grid worker's check.
@@ -51,8 +63,9 @@ async def load_demo(now: datetime) -> bool:
             for gname, bnames in layout.items():
                 grid = grids[(cname, gname)] = await Grid.create(name=gname, community=community)
                 for bname in bnames:
+                    lat, lon = POSITIONS.get(bname, (None, None))
                     buildings[(cname, bname)] = await Building.create(
-                        name=bname, community=community, grid=grid
+                        name=bname, community=community, grid=grid, lat=lat, lon=lon
                     )
         await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
         for openid, name, mobile, cname, staff_grid, bname, unit, room, role in STAFF:
@@ -62,6 +75,8 @@ async def load_demo(now: datetime) -> bool:
                 status=ResidentStatus.VERIFIED, source="staff", created_at=now, verified_at=now,
             )
             scope = grids[(cname, staff_grid)].id if staff_grid else communities[cname].id
+            if role == Role.SUBDISTRICT_STAFF:
+                scope = sub.id
             await grant(resident_id=person.id, role=role, scope_id=scope, now=now, by_label="demo")
             await WechatAccount.create(openid=openid, channel="chat", resident=person,
                                        created_at=now, subscribed_at=now)

@@ -48,6 +48,9 @@ class Building(Model):
     # the permanent parametric QR code of its stairwell poster (created once, reused)
     qr_ticket = fields.CharField(max_length=200, default="", db_default="")
     qr_url = fields.CharField(max_length=200, default="", db_default="")
+    # where it stands (WGS-84, as WeChat's location messages give it): "within 300 m" needs it
+    lat = fields.FloatField(null=True)
+    lon = fields.FloatField(null=True)
 
     class Meta:
         table = "building"

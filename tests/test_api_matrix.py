@@ -20,6 +20,7 @@ from bot.app import SERVICES
 from bot.clock import work_calendar
 from bot.config import CommunityConfig
 from handlers import API_ROUTERS
+from models.cases import AgendaItem, report_case
 from models.facts import declare
 from models.notices import create_notice
 from models.places import Building, Community, SubDistrict
@@ -80,6 +81,11 @@ async def build_world(client: Any) -> World:
                                  starts="09:00", ends="11:30", staff="周社工", items=["低保申请", "医保参保"],
                                  by_id=None, now=NOW, today=date(2026, 11, 27),
                                  calendar=work_calendar(CommunityConfig()))
+    # 逢六说事: a small, a private and a big case 刘小红 (self) reported in 1号楼 (the big one is on the agenda)
+    small_case = await report_case(reporter=me, category="lighting", description="楼道灯坏了", now=NOW)
+    private_case = await report_case(reporter=me, category="dispute", description="楼上噪音", now=NOW)
+    big_case = await report_case(reporter=me, category="parking", description="车位不够", now=NOW)
+    agenda_item = await AgendaItem.get(case_id=big_case.id)
     volunteer = await Resident.get(name="孙志愿")
     volunteer_grant = await StaffRole.get(resident_id=volunteer.id, role=Role.VOLUNTEER)
     people = {
@@ -93,7 +99,9 @@ async def build_world(client: Any) -> World:
     world.ids = {"elder": elder.id, "me": me.id, "link": link.id, "pending_link": pending_link.id,
                  "fact": fact.id, "data_request": data_request.id, "grant": volunteer_grant.id,
                  "mijia": mijia.id, "building": (await Building.get(name="3号楼")).id,
-                 "building_1": building_1.id, "notice": notice.id, "service_day": service_day.id}
+                 "building_1": building_1.id, "notice": notice.id, "service_day": service_day.id,
+                 "case": small_case.id, "private_case": private_case.id, "big_case": big_case.id,
+                 "session": agenda_item.session_id, "agenda_item": agenda_item.id}  # type: ignore[attr-defined]
     return world
 
 
@@ -199,6 +207,9 @@ TABLE: list[Row] = [
     Row("GET", "/communities/{community_id}/service-day-settings", only(200, "staff"), {"community_id": "mijia"}),
     Row("PUT", "/communities/{community_id}/service-day-settings", only(200, "staff"), {"community_id": "mijia"},
         body=lambda w: {"eve_at": "17:30", "day_at": "08:30"}),
+    # -- 逢六说事 cases (handlers/cases_api.py)
+    # -- sessions and roundup (handlers/case_sessions.py)
+    # -- figures (handlers/case_figures.py)
 ]
 
 CASES = [pytest.param(row, actor, id=f"{row.method} {row.path} as {actor}") for row in TABLE for actor in ACTORS]
