@@ -1,7 +1,8 @@
 """The mini-program API (/api/v1): routes declared in code, validated by pydantic, and the
 OpenAPI 3.1 spec generated from those same declarations (never written beside them).
 
-A view is ``async def view(req: ApiRequest) -> model | None``. It declares its body, query and
+A view is ``async def view(req: ApiRequest) -> model | None`` (or a ``FileBody``, a download in the
+media type its route declares with ``produces``). It declares its body, query and
 response models and the error statuses it can answer; the framework validates input (422 with
 the failing fields), authenticates the session (401), rate-limits logins and writes (429),
 translates domain errors (NotFound and Forbidden → 404, so a forbidden object looks absent;
@@ -170,6 +171,20 @@ View = Callable[[ApiRequest], Awaitable[Any]]
 
 
 @dataclass
+class FileBody:
+    """A view's answer that is a file to download rather than JSON, in the media type its route
+    declares (``produces``)."""
+
+    data: bytes
+    filename: str  # ASCII, e.g. case-figures-20261123.xlsx
+
+    def disposition(self) -> str:
+        if not self.filename.isascii() or any(c in self.filename for c in '"\\/\r\n'):
+            raise ValueError(f"not a plain ASCII file name: {self.filename!r}")
+        return f'attachment; filename="{self.filename}"'
+
+
+@dataclass
 class Route:
     method: str
     path: str  # below /api/v1, e.g. /residents/{resident_id}
@@ -183,6 +198,7 @@ class Route:
     write: bool = False
     errors: tuple[int, ...] = ()
     tag: str = ""
+    produces: str | None = None  # the media type of a FileBody the view may answer instead of JSON
 
     @property
     def path_params(self) -> list[str]:
@@ -211,10 +227,11 @@ class ApiRouter:
 
     def route(self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
-              status: int = 200, auth: bool = True, errors: tuple[int, ...] = ()) -> Callable[[View], View]:
+              status: int = 200, auth: bool = True, errors: tuple[int, ...] = (),
+              produces: str | None = None) -> Callable[[View], View]:
         def register(view: View) -> View:
             self.routes.append(Route(method.upper(), path, view, summary, body, query, response, status, auth,
-                                     write=method.upper() != "GET", errors=errors, tag=self.tag))
+                                     write=method.upper() != "GET", errors=errors, tag=self.tag, produces=produces))
             return view
 
         return register
@@ -300,6 +317,9 @@ def make_handler(route: Route, services_key: Any, limiter_key: Any) -> Handler:
             path[name] = number
         query = None
         if route.query is not None:
+            repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
+            if repeated:  # every query parameter is a single value: a second one is a mistake, not ignored
+                raise _validation([FieldError(field=f"query.{k}", message="given more than once") for k in repeated])
             try:
                 query = route.query.model_validate(dict(request.query))
             except ValidationError as exc:
@@ -319,6 +339,11 @@ def make_handler(route: Route, services_key: Any, limiter_key: Any) -> Handler:
                 raise _validation(_field_errors(exc, "body")) from None
         req = ApiRequest(request, path, body, query, session, services.clock.now(), services, ip)
         result = await route.view(req)
+        if isinstance(result, FileBody):
+            if route.produces is None:
+                raise TypeError(f"{route.method} {route.path} answered a file without declaring produces")
+            return web.Response(body=result.data, status=route.status, content_type=route.produces,
+                                headers={"Content-Disposition": result.disposition()})
         if route.response is None or result is None:
             return web.Response(status=route.status)
         return web.json_response(text=result.model_dump_json(), status=route.status)
@@ -412,9 +437,16 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
         for code in route.statuses:
             entry: dict[str, Any] = {"description": STATUS_TEXT.get(code, "")}
             if code == route.status:
+                content: dict[str, Any] = {}
                 if route.response is not None:
-                    entry["content"] = {"application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{route.response.__name__}"}}}
+                    content["application/json"] = {
+                        "schema": {"$ref": f"#/components/schemas/{route.response.__name__}"}}
+                if route.produces is not None:
+                    content[route.produces] = {"schema": {"type": "string", "format": "binary"}}
+                    entry["headers"] = {"Content-Disposition": {
+                        "schema": {"type": "string"}, "description": "attachment; filename=... (with a file)"}}
+                if content:
+                    entry["content"] = content
             else:
                 entry["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             if code == 429:
@@ -501,9 +533,12 @@ def docs_page(spec: dict[str, Any]) -> str:
                     op["requestBody"]["content"]["application/json"]["schema"], schemas))
             answers = []
             for code, resp in op["responses"].items():
-                answers.append(f"<li><code>{code}</code> {html.escape(resp['description'])}</li>")
+                files = [t for t in resp.get("content", {}) if t != "application/json"]
+                answers.append(f"<li><code>{code}</code> {html.escape(resp['description'])}"
+                               + "".join(f" (or a file: <code>{html.escape(t)}</code>)" for t in files) + "</li>")
             parts.append("<p>Answers:</p><ul>" + "".join(answers) + "</ul>")
-            ok = next((r for c, r in op["responses"].items() if c.startswith("2") and "content" in r), None)
+            ok = next((r for c, r in op["responses"].items()
+                       if c.startswith("2") and "application/json" in r.get("content", {})), None)
             if ok is not None:
                 parts.append(_fields_table(ok["content"]["application/json"]["schema"], schemas))
     parts.append("</body></html>")

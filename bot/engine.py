@@ -104,10 +104,22 @@ def _as_number(text: str) -> int | None:
     return _CN_NUMBERS.get(t)
 
 
+def _photo(msg: Inbound) -> dict[str, Any]:
+    return {"media_id": msg.media_id, "pic_url": msg.pic_url}
+
+
+def _location(msg: Inbound) -> dict[str, Any]:
+    return {"lat": msg.latitude, "lon": msg.longitude, "label": msg.label}
+
+
 def validate(question: Question, msg: Inbound) -> Any:
     """The answer's value for a step, or InvalidAnswer with a specific hint."""
     text = msg.text.strip() if msg.has_text else ""
     if question.kind == "choice":
+        if msg.kind == "image" and "photo" in question.also:
+            return {"photo": _photo(msg)}
+        if msg.kind == "location" and "location" in question.also:
+            return {"location": _location(msg)}
         if not text:
             raise InvalidAnswer(f"请回复 1 到 {len(question.options)} 之间的序号。")
         number = _as_number(text)
@@ -134,13 +146,13 @@ def validate(question: Question, msg: Inbound) -> Any:
         return text
     if question.kind == "photo":
         if msg.kind == "image":
-            return {"media_id": msg.media_id, "pic_url": msg.pic_url}
+            return _photo(msg)
         if question.optional and text in SKIP_WORDS:
             return None
         raise InvalidAnswer("请发送一张照片（点输入框旁的“+”，选“照片”或“拍摄”）。")
     if question.kind == "location":
         if msg.kind == "location":
-            return {"lat": msg.latitude, "lon": msg.longitude, "label": msg.label}
+            return _location(msg)
         if question.optional and text in SKIP_WORDS:
             return None
         raise InvalidAnswer("请发送位置（点输入框旁的“+”，选“位置”）。")
@@ -391,7 +403,8 @@ class Engine:
             return await self._answer(state, turn)
 
         prompts = await open_prompts(msg.openid, now)
-        answered = await self._answer_prompt(prompts, turn)
+        # a keyword starts its flow rather than answer a question that takes any text
+        answered = await self._answer_prompt(prompts, turn, keyword=word in self._keywords)
         if answered is not None:
             return expired_note + answered
 
@@ -620,10 +633,13 @@ class Engine:
         await self.send(openid, question.render(), key=f"prompt:{prompt.id}")
         return prompt
 
-    async def _answer_prompt(self, prompts: list[PendingPrompt], turn: Turn) -> str | None:
-        """Route the message to the latest delivered prompt it is a valid answer to."""
+    async def _answer_prompt(self, prompts: list[PendingPrompt], turn: Turn, *, keyword: bool = False) -> str | None:
+        """Route the message to the latest delivered prompt it is a valid answer to (a flow's keyword
+        is no answer to a free-text question)."""
         for prompt in reversed([p for p in prompts if p.delivered_at is not None]):
             question = Question.from_json(prompt.question)
+            if keyword and question.kind == "text":
+                continue
             try:
                 turn.answer = validate(question, turn.msg)
             except InvalidAnswer:

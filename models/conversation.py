@@ -21,12 +21,16 @@ class Question:
     min_len: int = 1
     max_len: int = 100
     optional: bool = False  # photo/location: 跳过 allowed
+    # a choice that also takes a photo and/or a location message ("photo", "location"): the step
+    # then receives {"photo": {...}} or {"location": {...}} instead of an option's value
+    also: tuple[str, ...] = ()
 
     def render(self) -> str:
         lines = [self.text]
         if self.kind == "choice":
             lines += [f"{i}. {label}" for i, label in enumerate(self.options, 1)]
-            lines.append("请回复序号。")
+            extra = "或".join(ALSO_LABELS[kind] for kind in self.also if kind in ALSO_LABELS)
+            lines.append(f"请回复序号，也可以发{extra}。" if extra else "请回复序号。")
         elif self.kind == "confirm":
             lines.append("请回复“是”或“否”。")
         elif self.kind == "photo" and self.optional:
@@ -36,16 +40,29 @@ class Question:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.also:
+            data["also"] = list(self.also)
+        else:
+            del data["also"]  # questions stored before it existed look the same as those stored after
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Question:
-        return cls(**data)
+        data = dict(data)
+        also = tuple(data.pop("also", ()))
+        return cls(**data, also=also)
 
 
-def choice(text: str, items: list[tuple[Any, str]]) -> Question:
-    """A numbered list; the step receives the value of the chosen item."""
-    return Question(text, "choice", [label for _, label in items], [value for value, _ in items])
+ALSO_LABELS = {"photo": "照片", "location": "位置"}
+
+
+def choice(text: str, items: list[tuple[Any, str]], *, also: tuple[str, ...] = ()) -> Question:
+    """A numbered list; the step receives the value of the chosen item (or, with ``also``, a photo
+    or location message as {"photo": {...}} / {"location": {...}})."""
+    if any(kind not in ALSO_LABELS for kind in also):
+        raise ValueError(f"a choice may also take {sorted(ALSO_LABELS)}, not {also}")
+    return Question(text, "choice", [label for _, label in items], [value for value, _ in items], also=also)
 
 
 def confirm(text: str) -> Question:

@@ -132,6 +132,8 @@ async def test_validation_errors_name_the_field(client: Any) -> None:
     not_json = await client.post("/api/v1/auth/login", data=b"\xff\xfe", headers={"Content-Type": "application/json"})
     assert not_json.status == 422 and (await not_json.json())["fields"][0]["field"] == "body"
     assert (await mp.call("GET", "/residents/abc")).status == 422
+    twice = await mp.call("GET", "/residents?q=a&q=b")  # a query parameter given twice is refused, not guessed
+    assert twice.status == 422 and twice.body["fields"] == [{"field": "query.q", "message": "given more than once"}]
 
 
 async def test_writes_and_logins_are_rate_limited(aiohttp_client: Any, config: Any, clock: Any) -> None:

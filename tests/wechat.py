@@ -113,6 +113,26 @@ class WeChatPusher:
         assert pushed.status == 200, pushed.body
         return pushed.text
 
+    async def _reply(self, xml: str) -> str:
+        pushed = await self.push(xml)
+        assert pushed.status == 200, pushed.body
+        return pushed.text
+
+    async def image(self, openid: str, media_id: str = "media-1", pic_url: str = "http://example.invalid/p.jpg") -> str:
+        """Send a photo as a resident and return the reply text."""
+        return await self._reply(message_xml(openid, "image", self.now(), PicUrl=pic_url, MediaId=media_id,
+                                             MsgId=next(_ids)))
+
+    async def location(self, openid: str, lat: float, lon: float, label: str = "") -> str:
+        """Share a map location as a resident and return the reply text."""
+        return await self._reply(message_xml(openid, "location", self.now(), Location_X=lat, Location_Y=lon,
+                                             Scale=15, Label=label, MsgId=next(_ids)))
+
+    async def voice(self, openid: str, recognition: str) -> str:
+        """Send a voice message WeChat recognised as ``recognition`` and return the reply text."""
+        return await self._reply(message_xml(openid, "voice", self.now(), MediaId=f"voice-{next(_ids)}",
+                                             Format="amr", Recognition=recognition, MsgId=next(_ids)))
+
     async def event(self, openid: str, event: str, key: str = "") -> Pushed:
         xml = message_xml(openid, "event", self.now(), Event=event, EventKey=key)
         return await self.push(xml)
