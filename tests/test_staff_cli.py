@@ -22,7 +22,7 @@ from bot.engine import Flow
 from bot.staff_cli import run_staff
 from bot.wxclient import WeChatClient
 from handlers import ROUTERS
-from models.demo import load_demo
+from models.demo import STAFF, load_demo
 from models.places import Community, Grid
 from models.residents import Resident
 from models.roles import StaffRole
@@ -190,7 +190,7 @@ async def test_remove_keeps_the_revoked_row_and_says_so_the_second_time(
     assert everything.out[0].split()[-2:] == ["撤销人", "撤销时间"]
     assert next(line for line in everything.out if "王秀兰" in line).split()[-6:] == [
         LABEL, *NOW.split(), LABEL, *NOW.split()]
-    assert everything.out[-1] == "共 5 项授权，其中 1 项已撤销。"
+    assert everything.out[-1] == f"共 {len(STAFF) + 1} 项授权，其中 1 项已撤销。"  # the demo's and the one added
 
 
 async def test_remove_by_mobile_and_role_asks_which_when_there_are_several(
@@ -279,27 +279,29 @@ def test_add_list_remove_as_a_subprocess(tmp_path: Path, cli_env: dict[str, str]
 
     added = linli("staff", "add", WANG, "网格员", "--scope", "第一网格", cwd=tmp_path, env=cli_env)
     assert added.returncode == 0, added.stderr
-    assert added.stdout.startswith("已授予 王秀兰（139****0011）网格员 · 米家社区/第一网格（授权编号 5，")
+    number = len(STAFF) + 1  # the demo's grants come first
+    assert added.stdout.startswith(f"已授予 王秀兰（139****0011）网格员 · 米家社区/第一网格（授权编号 {number}，")
     assert f"由 {user} 授予" in added.stdout
 
     twice = linli("staff", "add", WANG, "grid_worker", "--scope", "第一网格", cwd=tmp_path, env=cli_env)
-    assert twice.returncode == 1 and "已有这项授权（编号 5" in twice.stderr and "Traceback" not in twice.stderr
+    assert twice.returncode == 1 and f"已有这项授权（编号 {number}" in twice.stderr and "Traceback" not in twice.stderr
 
     listed = linli("staff", "list", cwd=tmp_path, env=cli_env)
     row = [line for line in listed.stdout.splitlines() if "王秀兰" in line]
-    assert len(row) == 1 and row[0].split()[:6] == ["5", "王秀兰", "139****0011", "网格员", "米家社区/第一网格", user]
+    assert len(row) == 1
+    assert row[0].split()[:6] == [str(number), "王秀兰", "139****0011", "网格员", "米家社区/第一网格", user]
     assert TIME.search(row[0])
 
     removed = linli("staff", "remove", WANG, "网格员", cwd=tmp_path, env=cli_env)
     assert removed.returncode == 0, removed.stderr
-    assert removed.stdout.startswith("已撤销授权 5：")
+    assert removed.stdout.startswith(f"已撤销授权 {number}：")
 
     active = linli("staff", "list", "--role", "网格员", cwd=tmp_path, env=cli_env)
     assert "王秀兰" not in active.stdout
     everything = linli("staff", "list", "--all", cwd=tmp_path, env=cli_env)
     kept = [line for line in everything.stdout.splitlines() if "王秀兰" in line]
     assert len(kept) == 1 and kept[0].count(user) == 2 and len(TIME.findall(kept[0])) == 2
-    assert everything.stdout.splitlines()[-1] == "共 5 项授权，其中 1 项已撤销。"
+    assert everything.stdout.splitlines()[-1] == f"共 {len(STAFF) + 1} 项授权，其中 1 项已撤销。"
 
 
 def test_a_refused_grant_as_a_subprocess(tmp_path: Path, cli_env: dict[str, str]) -> None:
