@@ -25,8 +25,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.clock import Clock, work_calendar
-from bot.config import Config, PrivacyConfig
+from bot.config import Config, PrivacyConfig, parse_hhmm
 from models import cases
+from models.case_sessions import NoticeTimes, run_roundup, run_session_reminders
 from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, prune, sweep_due
 from models.privacy import Retention, retention_sweep
 from models.service_days import run_service_day_notices
@@ -41,6 +42,8 @@ RETENTION_JOB = "privacy.retention"
 DUE_ACTIONS_JOB = "due_actions.sweep"
 PRUNE_JOB = "scheduler.prune"  # finished runs and actions older than 30 days
 SERVICE_DAY_JOB = "service_days.notices"
+SESSION_REMINDER_JOB = "case_sessions.reminders"  # 逢六说事: the agenda, the evening before a session
+ROUNDUP_JOB = "case_sessions.roundup"  # 周五圆梦: the week's resolved cases, Friday afternoon
 MISSED_RECORDED = 20  # missed fire times recorded one by one per wake-up; older ones are only counted
 MAX_CATCH_UP = 1000  # fire times looked at per wake-up (a minute job down for a day has 1440)
 
@@ -224,13 +227,32 @@ def service_scheduler(config: Config, clock: Clock) -> Scheduler:
                       grace=timedelta(minutes=10))
 
     calendar = work_calendar(config.community)
-    quiet_start, _ = config.notices.quiet_hours
+    quiet_start, quiet_end = config.notices.quiet_hours
 
     async def service_day_notices(fire_time: datetime) -> dict[str, int]:
         # the notice times are per-community settings: the job looks every few minutes whose time has come
         return await run_service_day_notices(clock.now(), scheduler.tz, calendar, quiet_start)
 
     scheduler.add_job(SERVICE_DAY_JOB, service_day_notices, label="every 5 minutes", minute="*/5", second=0,
+                      grace=timedelta(minutes=30))
+
+    times = NoticeTimes(tz=scheduler.tz, reminder_at=parse_hhmm(config.cases.reminder_at),
+                        roundup_at=parse_hhmm(config.cases.roundup_at), quiet_start=quiet_start, quiet_end=quiet_end)
+
+    # Both look every 5 minutes from their time until midnight (a scheduler that was down at the
+    # time still sends that evening); each send is claimed in the database, so it goes once.
+    async def session_reminders(fire_time: datetime) -> dict[str, int]:
+        return await run_session_reminders(clock.now(), times)
+
+    scheduler.add_job(SESSION_REMINDER_JOB, session_reminders,
+                      label=f"daily every 5 minutes from {times.reminder_at:%H:%M}",
+                      hour=f"{times.reminder_at.hour}-23", minute="*/5", second=0, grace=timedelta(minutes=30))
+
+    async def roundup(fire_time: datetime) -> dict[str, int]:
+        return await run_roundup(clock.now(), times)
+
+    scheduler.add_job(ROUNDUP_JOB, roundup, label=f"Fridays every 5 minutes from {times.roundup_at:%H:%M}",
+                      day_of_week="fri", hour=f"{times.roundup_at.hour}-23", minute="*/5", second=0,
                       grace=timedelta(minutes=30))
 
     async def prune_finished() -> dict[str, int]:

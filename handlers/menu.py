@@ -13,6 +13,7 @@ WELCOME = "欢迎来到邻里！在这里可以反映问题、参加志愿服务
 # Services in menu order: (flow name, label). Only the flows that are registered are offered.
 SERVICES = [
     ("report", "逢六说事·反映问题"),
+    ("my_cases", "我的事·反映进展"),
     ("lovebank", "爱心银行·志愿积分"),
     ("canteen", "长者食堂·订餐"),
     ("errand", "红色代办·上门代办"),

@@ -33,6 +33,8 @@ from models.errors import NotFound, UserFacingError
 from models.jobs import cancel_actions, register_action, schedule_action
 from models.outbox import Priority, enqueue
 from models.places import Building, Community, Grid
+from models.privacy import register_hold
+from models.proxies import acts_for
 from models.residents import Resident, WechatAccount
 from models.roles import Role, StaffRole, active_roles
 
@@ -147,6 +149,18 @@ class EventKind:
     CLOSED = "closed"
     AGENDA = "agenda"  # put on, or taken off, a session's agenda
     OUTCOME = "outcome"  # a session agreed what happens
+
+
+EVENT_LABELS = {
+    EventKind.REPORTED: "反映", EventKind.JOINED: "有居民附议", EventKind.ASSIGNED: "分派",
+    EventKind.ACCEPTED: "受理", EventKind.INFO_REQUESTED: "询问情况", EventKind.INFO_GIVEN: "补充情况",
+    EventKind.PROGRESS: "进展", EventKind.RESOLVED: "办结", EventKind.ESCALATED: "上报",
+    EventKind.OVERDUE: "超期", EventKind.CLASSIFIED: "改分类", EventKind.IN_PERSON: "要求当面说",
+    EventKind.REOPENED: "退回重办", EventKind.FEEDBACK: "评价", EventKind.CLOSED: "关闭",
+    EventKind.AGENDA: "议事会议程", EventKind.OUTCOME: "议事结果",
+}
+# a joiner reads the words of these public events only: what was done, what a session agreed
+PUBLIC_NOTES = frozenset({EventKind.RESOLVED, EventKind.OUTCOME})
 
 
 # ---------------------------------------------------------------------------- tables
@@ -551,11 +565,30 @@ async def _push(resident_ids: list[int], text: str, key: str, now: datetime,
     return len(accounts)
 
 
+async def proxy_of(case: Case) -> int | None:
+    """The family proxy who reported for the resident, while the link lasts: they hear what the
+    resident hears, answer the handler's questions and rate the result (the elder may have no WeChat)."""
+    entered, reporter = case.entered_by_id, case.reporter_id  # type: ignore[attr-defined]
+    if entered is not None and reporter is not None and entered != reporter and await acts_for(entered, reporter):
+        return int(entered)
+    return None
+
+
+async def speaks_for(case: Case, resident_id: int) -> bool:
+    """Whether this resident is the case's reporter or the proxy who reported for them."""
+    return case.reporter_id == resident_id or resident_id == await proxy_of(case)  # type: ignore[attr-defined]
+
+
 async def follower_ids(case: Case, *, joiners: bool = True) -> list[int]:
+    """Who hears of the case: its reporter (and the proxy who reported for them), then the joiners."""
     query = CaseFollower.filter(case_id=case.id)
     if not joiners:
         query = query.filter(kind="reporter")
-    return [int(cast(int, i)) for i in await query.order_by("id").values_list("resident_id", flat=True)]
+    ids = [int(cast(int, i)) for i in await query.order_by("id").values_list("resident_id", flat=True)]
+    proxy = await proxy_of(case)
+    if proxy is not None and proxy not in ids:
+        ids.insert(1 if ids else 0, proxy)
+    return ids
 
 
 async def tell_followers(case: Case, text: str, key: str, now: datetime, *, joiners: bool = True) -> int:
@@ -768,7 +801,7 @@ async def report_case(
         level = await _first_level(case, rules.chains[case.klass])
         await _assign(case, level, rules, now)
         await record(case, EventKind.ASSIGNED, now, label="系统", public=True, klass=case.klass)
-        if in_person:
+        if in_person and case.klass != Klass.PRIVATE:  # a private matter is never discussed in public
             await add_to_agenda(case, AgendaReason.IN_PERSON, now)
     await tell_level(case, f"新反映的{KLASS_LABELS[case.klass]}：{case.category_label}，{building.name}。"
                            f"{('请于' + when_zh(case.due_at) + '前办结。') if case.due_at else '已列入议事会议程。'}"
@@ -841,13 +874,15 @@ async def ask_info(case_id: int, actor_id: int, question: str, now: datetime) ->
         case = await _locked(case_id)
         await _as_handler(case, actor_id)
         _live(case)
+        if case.reporter_id is None:  # type: ignore[attr-defined]
+            raise UserFacingError("这件事没有可联系的反映人（例如热线来电），请电话联系。")
+        voices = await follower_ids(case, joiners=False)  # the reporter and the proxy who reported for them
+        accounts = await WechatAccount.filter(resident_id__in=voices, channel__in=("oa", "chat"))
+        # a mini-program user reads the question in the case's view and answers there
+        if not accounts and not await WechatAccount.filter(resident_id__in=voices, channel="mp").exists():
+            raise UserFacingError("反映人没有绑定微信，请电话联系。")
         event = await record(case, EventKind.INFO_REQUESTED, now, actor_id=actor_id, label=handler_label(case),
                              note=question)
-    if case.reporter_id is None:  # type: ignore[attr-defined]
-        raise UserFacingError("这件事没有可联系的反映人（例如热线来电），请电话联系。")
-    accounts = await WechatAccount.filter(resident_id=case.reporter_id, channel__in=("oa", "chat"))  # type: ignore[attr-defined]
-    if not accounts:
-        raise UserFacingError("反映人没有绑定微信，请电话联系。")
     text = f"【说事 编号{case.number}】{handler_label(case)}想了解更多情况：{question}"
     for account in accounts:
         prompt = await create_prompt(openid=account.openid, flow=INFO_FLOW, step=INFO_STEP,
@@ -869,7 +904,7 @@ async def give_info(case_id: int, resident_id: int, text: str, now: datetime) ->
     text = text.strip()[:NOTE_MAX]
     async with in_transaction():
         case = await _locked(case_id)
-        if case.reporter_id != resident_id:  # type: ignore[attr-defined]
+        if not await speaks_for(case, resident_id):
             raise NotFound("没有找到这件事。")
         _live(case)
         event = await record(case, EventKind.INFO_GIVEN, now, actor_id=resident_id, label="居民", note=text)
@@ -1051,7 +1086,8 @@ async def feedback(case_id: int, resident_id: int, fixed: str, now: datetime, *,
     async with in_transaction():
         case = await _locked(case_id)
         follower = await CaseFollower.get_or_none(case_id=case.id, resident_id=resident_id)
-        if follower is None:
+        as_reporter = (follower is not None and follower.kind == "reporter") or await speaks_for(case, resident_id)
+        if follower is None and not as_reporter:
             raise NotFound("没有找到这件事。")
         if case.status != Status.RESOLVED:
             raise UserFacingError("这件事现在不需要评价。" if case.status != Status.CLOSED else "这件事已经评价过了。")
@@ -1075,10 +1111,10 @@ async def feedback(case_id: int, resident_id: int, fixed: str, now: datetime, *,
             await case.save()
             await schedule_action("case.deadline", f"case:{case.id}", case.due_at, now,
                                   key=f"case.deadline:{case.id}:{case.assignment}")
-            await record(case, EventKind.REOPENED, now, actor_id=resident_id, label="居民", note=comment,
-                         public=True)
+            # public without the words: they are in the feedback event, which joiners never see
+            await record(case, EventKind.REOPENED, now, actor_id=resident_id, label="居民", public=True)
             reopened = True
-        elif follower.kind == "reporter" and rating is not None:
+        elif as_reporter and rating is not None:
             await _close(case, rating, now)
     if reopened:
         await tell_level(case, f"居民反馈没有解决，已退回重办：{comment}。请于{when_zh(case.due_at)}前办结。",
@@ -1140,21 +1176,27 @@ def is_overdue(case: Case, now: datetime) -> bool:
 
 
 async def add_to_agenda(case: Case, reason: str, now: datetime, *, by_id: int | None = None,
-                        note: str = "") -> AgendaItem:
-    """Put the case on the next session of its community (once; a dropped item comes back)."""
-    today = now.astimezone(CONTEXT.tz).date()
-    day = next_session_day(today)
-    session, _ = await DeliberationSession.get_or_create(community_id=case.community_id, day=day,  # type: ignore[attr-defined]
-                                             defaults={"created_at": now})
+                        note: str = "", session: DeliberationSession | None = None) -> AgendaItem:
+    """Put the case on the next session of its community, or on ``session`` (a session of the
+    case's community that staff chose); once per session, and a dropped item comes back."""
+    if session is None:
+        day = next_session_day(now.astimezone(CONTEXT.tz).date())
+        session, _ = await DeliberationSession.get_or_create(community_id=case.community_id, day=day,  # type: ignore[attr-defined]
+                                                             defaults={"created_at": now})
     item = await AgendaItem.get_or_none(session_id=session.id, case_id=case.id)
     if item is None:
         item = await AgendaItem.create(session=session, case=case, reason=reason, added_by_id=by_id,
                                        added_note=note[:REASON_MAX], added_at=now)
-        await record(case, EventKind.AGENDA, now, actor_id=by_id, label="系统" if by_id is None else "社区",
-                     note=note, public=True, session_day=day.isoformat(), added=True, reason=reason)
     elif item.dropped_at is not None:
+        # back on the agenda: stamped with this addition (the drop stays in the case's events)
         item.dropped_at, item.dropped_by_id, item.dropped_reason = None, None, ""
-        await item.save(update_fields=["dropped_at", "dropped_by_id", "dropped_reason"])
+        item.reason, item.added_by_id, item.added_note, item.added_at = reason, by_id, note[:REASON_MAX], now
+        await item.save(update_fields=["dropped_at", "dropped_by_id", "dropped_reason", "reason", "added_by_id",
+                                       "added_note", "added_at"])
+    else:
+        return item
+    await record(case, EventKind.AGENDA, now, actor_id=by_id, label="系统" if by_id is None else "社区",
+                 note=note, public=True, session_day=session.day.isoformat(), added=True, reason=reason)
     return item
 
 
@@ -1205,3 +1247,15 @@ async def _feedback_time_over(target: str, now: datetime) -> None:
         given = await CaseFeedback.filter(case_id=case.id, round=case.reopened).exclude(rating=None).order_by(
             "id").first()
         await _close(case, given.rating if given else None, now)
+
+
+# ---------------------------------------------------------------------------- personal data
+
+
+@register_hold
+async def _open_case_hold(resident_id: int) -> str | None:
+    """A resident whose report is still being handled keeps their name and contact: the handler may
+    need to reach them, and the case must be rated or closed first."""
+    if await Case.filter(reporter_id=resident_id, status__in=(*LIVE, Status.RESOLVED)).exists():
+        return "有未办结的说事"
+    return None

@@ -38,6 +38,8 @@ class Urgency:
 class NoticeKind:
     ANNOUNCEMENT = "announcement"
     SERVICE_DAY = "service_day"
+    SESSION = "session"  # 逢六说事: a session's agenda, the day before (models/case_sessions.py)
+    ROUNDUP = "roundup"  # 周五圆梦: the cases resolved that week
 
 
 class DeliveryStatus:

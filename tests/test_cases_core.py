@@ -207,3 +207,14 @@ async def test_who_sees_what(people) -> None:  # type: ignore[no-untyped-def]
     assert await cases.access_of(people["乙居民"].id, small) == cases.Access.FOLLOWER
     with pytest.raises(cases.NotFound):
         await cases.join_case(private.id, people["乙居民"], MONDAY)
+
+
+async def test_a_reporter_with_a_case_in_hand_keeps_name_and_contact_on_erasure(people) -> None:  # type: ignore[no-untyped-def]
+    from models.privacy import erasure_plan
+
+    reporter = people["甲居民"]
+    case = await report_case(reporter=reporter, category="lighting", description="灯坏", now=MONDAY)
+    assert any("说事" in kept for kept in (await erasure_plan(reporter.id)).kept)
+    await cases.resolve(case.id, people["demo-property"].id, "已修好", MONDAY)
+    await cases.feedback(case.id, reporter.id, Fixed.YES, MONDAY, rating=4)
+    assert not any("说事" in kept for kept in (await erasure_plan(reporter.id)).kept)

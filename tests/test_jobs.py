@@ -12,7 +12,16 @@ import pytest
 
 from bot.clock import FrozenClock
 from bot.config import Config
-from bot.scheduler import DUE_ACTIONS_JOB, PRUNE_JOB, RETENTION_JOB, SERVICE_DAY_JOB, Scheduler, service_scheduler
+from bot.scheduler import (
+    DUE_ACTIONS_JOB,
+    PRUNE_JOB,
+    RETENTION_JOB,
+    ROUNDUP_JOB,
+    SERVICE_DAY_JOB,
+    SESSION_REMINDER_JOB,
+    Scheduler,
+    service_scheduler,
+)
 from models.jobs import (
     MAX_ATTEMPTS,
     ActionStatus,
@@ -104,7 +113,7 @@ async def test_a_failing_run_is_recorded_and_not_retried_for_the_same_time() -> 
 
 async def test_the_service_registers_retention_and_the_due_action_sweep(config: Config, clock: FrozenClock) -> None:
     names = [job.name for job in service_scheduler(config, clock).jobs()]
-    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB, PRUNE_JOB]
+    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB, SESSION_REMINDER_JOB, ROUNDUP_JOB, PRUNE_JOB]
 
 
 # ---------------------------------------------------------------------------- due actions
