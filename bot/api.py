@@ -54,6 +54,17 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (PostgreSQL text cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class FieldError(BaseModel):
     field: str
     message: str
@@ -177,11 +188,22 @@ class FileBody:
 
     data: bytes
     filename: str  # ASCII, e.g. case-figures-20261123.xlsx
+    # the exact type when the route declares a range (produces="image/*"), e.g. image/png
+    content_type: str = ""
+    inline: bool = False  # shown in place (a photo) rather than saved
 
     def disposition(self) -> str:
         if not self.filename.isascii() or any(c in self.filename for c in '"\\/\r\n'):
             raise ValueError(f"not a plain ASCII file name: {self.filename!r}")
-        return f'attachment; filename="{self.filename}"'
+        return f'{"inline" if self.inline else "attachment"}; filename="{self.filename}"'
+
+    def media_type(self, produces: str) -> str:
+        """The type to answer with, which must lie within the route's ``produces``."""
+        kind = self.content_type or produces
+        major, _, minor = produces.partition("/")
+        if kind != produces and not (minor == "*" and kind.startswith(major + "/") and "*" not in kind):
+            raise TypeError(f"a {kind} file from a route that produces {produces}")
+        return kind
 
 
 @dataclass
@@ -320,6 +342,9 @@ def make_handler(route: Route, services_key: Any, limiter_key: Any) -> Handler:
             repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
             if repeated:  # every query parameter is a single value: a second one is a mistake, not ignored
                 raise _validation([FieldError(field=f"query.{k}", message="given more than once") for k in repeated])
+            nul = sorted({k for k, v in request.query.items() if "\x00" in v})
+            if nul:  # no text we keep may hold a NUL (PostgreSQL refuses it)
+                raise _validation([FieldError(field=f"query.{k}", message="must not contain NUL") for k in nul])
             try:
                 query = route.query.model_validate(dict(request.query))
             except ValidationError as exc:
@@ -333,6 +358,8 @@ def make_handler(route: Route, services_key: Any, limiter_key: Any) -> Handler:
                 data = json.loads(raw_body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 raise _validation([FieldError(field="body", message="must be a JSON object")]) from None
+            if _has_nul(data):
+                raise _validation([FieldError(field="body", message="text must not contain NUL")])
             try:
                 body = route.body.model_validate(data)
             except ValidationError as exc:
@@ -342,8 +369,10 @@ def make_handler(route: Route, services_key: Any, limiter_key: Any) -> Handler:
         if isinstance(result, FileBody):
             if route.produces is None:
                 raise TypeError(f"{route.method} {route.path} answered a file without declaring produces")
-            return web.Response(body=result.data, status=route.status, content_type=route.produces,
-                                headers={"Content-Disposition": result.disposition()})
+            # nosniff: a browser takes the declared type, never guesses one from what a resident sent
+            return web.Response(body=result.data, status=route.status, content_type=result.media_type(route.produces),
+                                headers={"Content-Disposition": result.disposition(),
+                                         "X-Content-Type-Options": "nosniff"})
         if route.response is None or result is None:
             return web.Response(status=route.status)
         return web.json_response(text=result.model_dump_json(), status=route.status)
@@ -429,6 +458,12 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
             required = set(qschema.get("required", []))
             for name, prop in qschema.get("properties", {}).items():
                 prop = {k: v for k, v in prop.items() if k != "title"}
+                # a query string cannot say null: an optional parameter is simply left out
+                options = [p for p in prop.get("anyOf", []) if p.get("type") != "null"]
+                if "anyOf" in prop and len(options) == 1:
+                    prop = {**{k: v for k, v in prop.items() if k != "anyOf"}, **options[0]}
+                    if prop.get("default", 0) is None:
+                        del prop["default"]
                 param = {"name": name, "in": "query", "required": name in required, "schema": prop}
                 if "description" in prop:
                     param["description"] = prop["description"]
@@ -444,7 +479,8 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
                 if route.produces is not None:
                     content[route.produces] = {"schema": {"type": "string", "format": "binary"}}
                     entry["headers"] = {"Content-Disposition": {
-                        "schema": {"type": "string"}, "description": "attachment; filename=... (with a file)"}}
+                        "schema": {"type": "string"},
+                        "description": "attachment (or inline); filename=... (with a file)"}}
                 if content:
                     entry["content"] = content
             else:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -254,7 +255,7 @@ def _parse_line(openid: str, line: str) -> Inbound | None:
         return Inbound(openid, "text", text=line, channel="chat")
     cmd, _, rest = line.partition(" ")
     if cmd == "/photo":
-        return Inbound(openid, "image", media_id="terminal-photo", channel="chat")
+        return Inbound(openid, "image", media_id=f"terminal-photo-{secrets.token_hex(4)}", channel="chat")
     if cmd == "/voice":
         return Inbound(openid, "voice", text=rest, channel="chat")
     if cmd == "/location":
@@ -273,6 +274,14 @@ def _parse_line(openid: str, line: str) -> Inbound | None:
     if cmd == "/unsubscribe":
         return Inbound(openid, "event", event="unsubscribe", channel="chat")
     return Inbound(openid, "text", text=line, channel="chat")
+
+
+def _sample_photo(media_id: str) -> bytes:
+    """A small picture of its own for each /photo (stripes set by the media id), as the fake's media."""
+    from bot.testing.fake_wechat import png
+
+    step = 2 + sum(media_id.encode()) % 6
+    return png(48, 36, lambda x, y: (x + y) // step % 2 == 0)
 
 
 def _print_push(sent: Any) -> None:
@@ -362,6 +371,8 @@ async def chat(config: Config, openid: str) -> int:
                     continue
                 if services.fake is not None:
                     services.fake.interact(openid, kind="event" if msg.kind == "event" else "message")
+                    if msg.kind == "image":  # what the phone would have uploaded: a sample picture
+                        services.fake.add_media(msg.media_id, _sample_photo(msg.media_id), "image/png")
                 reply = await services.engine.handle(msg)
                 if reply.text:
                     print("邻里> " + reply.text.replace("\n", "\n      "), flush=True)

@@ -26,6 +26,7 @@ MODEL_MODULES = [
     "models.notices",
     "models.service_days",
     "models.cases",
+    "models.media",
 ]
 
 

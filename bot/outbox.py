@@ -3,6 +3,10 @@
 Error handling follows bot/wechat_rules: 43004 marks the resident unsubscribed; 45015/45047
 (out of customer-service allowance) are recorded and not retried; -1 and 45009 are retried with
 backoff; anything else is a permanent failure, recorded with its code.
+
+An image message (models.media.image_payload) names a WeChat media id, when it was received, and
+the stored copy of the photo, if any: the media id is sent while it is fresh, else (or when WeChat
+no longer knows it) the stored copy is uploaded at send time and that upload reused while fresh.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bot.clock import Clock
 from bot.config import OutboxConfig, parse_hhmm
 from bot.metrics import Metrics
 from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
-from models import outbox
+from models import media, outbox
 from models.conversation import PendingPrompt, mark_delivered
 from models.notices import refuse_consent
 from models.outbox import Claimed, OutboxMessage, Priority, State
@@ -299,13 +303,43 @@ class Sender:
         if message.kind == "text":
             return await self.client.send_text(message.openid, p["content"])
         if message.kind == "image":
-            return await self.client.send_image(message.openid, p["media_id"])
+            return await self._send_image(message.openid, p)
         if message.kind == "template":
             return await self.client.send_template(message.openid, p["template_id"], p["data"], p.get("url", ""))
         if message.kind == "subscribe":
             return await self.client.send_subscribe(message.openid, p["template_id"], p["data"], p.get("page", ""),
                                                     app="mp" if message.channel == "mp" else "oa")
         raise ValueError(f"unknown outbox kind {message.kind!r}")
+
+    async def _send_image(self, openid: str, p: Mapping[str, Any]) -> Any:
+        media_id, stored = str(p.get("media_id") or ""), p.get("stored")
+        received = datetime.fromisoformat(p["media_at"]) if p.get("media_at") else None
+        fresh = received is not None and self.clock.now() - received < rules.MEDIA_ID_REUSE
+        if media_id and (stored is None or fresh):
+            try:
+                return await self.client.send_image(openid, media_id)
+            except WeChatAPIError as exc:
+                if exc.errcode != rules.ERR_INVALID_MEDIA_ID or stored is None:
+                    raise
+        if stored is None:
+            raise ValueError("an image message without a media id or a stored photo")
+        return await self.client.send_image(openid, await self._uploaded(int(stored)))
+
+    async def _uploaded(self, stored_id: int) -> str:
+        """A fresh WeChat media id for a stored photo: its last upload while fresh, else a new one."""
+        now = self.clock.now()
+        recent = await media.uploaded_since(stored_id, now - rules.MEDIA_ID_REUSE)
+        if recent:
+            return recent
+        row = await media.load(stored_id)
+        if row is None:
+            raise ValueError(f"stored photo {stored_id} is gone")
+        if row.content_type not in rules.MEDIA_IMAGE_TYPES or row.size > rules.MEDIA_IMAGE_MAX_BYTES:
+            raise ValueError(f"stored photo {stored_id} ({row.content_type}, {row.size} bytes) cannot be sent "
+                             "as a WeChat image; it is shown in the mini-program")
+        media_id = await self.client.media_upload(row.data, filename=row.filename)
+        await media.remember_upload(stored_id, media_id, now)
+        return media_id
 
     async def _send(self, message: Claimed) -> bool:
         """One attempt; True when WeChat accepted it (the caller buffers its 'sent' mark)."""

@@ -16,13 +16,14 @@ from redis.asyncio import Redis
 from bot.clock import Clock, FrozenClock
 from bot.config import Config
 from bot.engine import Engine, Flow
+from bot.media import MediaFetcher, url_session
 from bot.metrics import Metrics
 from bot.outbox import Sender
 from bot.scheduler import Scheduler, service_scheduler
 from bot.store import open_store
 from bot.wxclient import WeChatClient
 from handlers import ROUTERS, WELCOME
-from models import cases
+from models import cases, media
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ async def open_services(
     store = open_store(config.redis)
     # aiohttp's default of 100 connections would cap the sender below a larger outbox.concurrency
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, 2 * config.outbox.concurrency)))
+    urls = url_session()  # residents' photo URLs: public addresses only (bot/media.py)
+    fetcher: MediaFetcher | None = None
     fake = None
     base_url = config.wechat.api_base_url
     stop = asyncio.Event()
@@ -86,6 +89,8 @@ async def open_services(
                         templates=wechat.templates, tz=ZoneInfo(config.community.timezone),
                         channels=config.notices.channel_list)
         cases.configure(config)
+        fetcher = MediaFetcher(client, urls)
+        media.configure(fetcher)  # the due action that keeps case photos fetches through it
         engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)
         if run_sender:
             task = asyncio.create_task(sender.run(stop), name="outbox-sender")
@@ -96,6 +101,8 @@ async def open_services(
             scheduler.start()
         yield Services(config, clock, store, engine, client, sender, metrics, fake, scheduler)
     finally:
+        if fetcher is not None:
+            media.unconfigure(fetcher)
         if scheduler is not None:
             await scheduler.stop()
         stop.set()
@@ -105,6 +112,7 @@ async def open_services(
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=15)
         await session.close()
+        await urls.close()
         if fake is not None:
             await fake.stop()
         await store.aclose()

@@ -56,6 +56,12 @@ ACCESS_TOKEN_REFRESH_MARGIN = timedelta(seconds=300)
 # Media: images up to 2 MB; a temporary media_id is valid for 3 days.
 MEDIA_IMAGE_MAX_BYTES = 2 * 1024 * 1024
 MEDIA_ID_TTL = timedelta(days=3)
+# The image formats the same page lists for an upload (not checked again on the date below): a
+# stored WebP photo is shown in the mini-program, not sent as an image message.
+MEDIA_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif"})
+# Ours, not WeChat's: a media_id older than this is not relied on for an image message (the
+# message may wait in the outbox, and the photo's own time is when the case was recorded).
+MEDIA_ID_REUSE = timedelta(days=2, hours=12)
 
 # Passive replies: WeChat waits 5 s (then retries, 3 tries in all); keep a text under ~2,000 bytes.
 PASSIVE_REPLY_TIMEOUT = timedelta(seconds=5)
@@ -90,6 +96,7 @@ ERR_SUBSCRIBE_REFUSED = 43101  # no consent for this subscribe template: permane
 ERR_API_QUOTA = 45009  # daily API quota reached: transient (retry after a long backoff)
 ERR_OUT_OF_TIME = 45015  # customer-service window closed: out of allowance, do not retry
 ERR_OUT_OF_COUNT = 45047  # customer-service count used up: out of allowance, do not retry
+ERR_INVALID_MEDIA_ID = 40007  # media/get, an image message: the media_id expired or never existed
 ERR_INVALID_OPENID = 40003  # not a follower of this account (or another account's openid)
 ERR_INVALID_OPENID_LIST = 40032  # an empty openid list, or more than TAG_BATCH_MAX
 ERR_TOO_MANY_TAGS = 45056  # the account already has TAGS_PER_ACCOUNT tags

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
 
+from bot import wechat_rules
 from bot.engine import (
     REPLY_MAX_CHARS,
     SKIP_WORDS,
@@ -20,7 +21,7 @@ from bot.engine import (
     confirm,
     free_text,
 )
-from models import cases
+from models import cases, media
 from models.cases import (
     CATEGORIES,
     CATEGORY_BY_CODE,
@@ -561,10 +562,7 @@ async def queue_action(answer: str, actor: Resident, data: dict[str, Any], msg: 
         return Ask("klass", choice(f"现在是{KLASS_LABELS[case.klass]}，改为：", items))
     case = await Case.get(id=case_id)
     if answer == "photos":
-        for i, photo in enumerate(case.photos):
-            await enqueue(openid=msg.openid, kind="image", payload={"media_id": photo.get("media_id", "")},
-                          idempotency_key=f"case:{case.id}:photo:{i}:{msg.openid}:{now.isoformat()}", now=now)
-        return Ask("action", choice(f"照片正在发给您（{len(case.photos)}张）。接下来：",
+        return Ask("action", choice(await _send_photos(case, msg.openid, now) + "接下来：",
                                     [i for i in _actions(case) if i[0] != "photos"]))
     rest = case.description[data.get("shown", 0):]
     items = _actions(case)
@@ -572,6 +570,30 @@ async def queue_action(answer: str, actor: Resident, data: dict[str, Any], msg: 
     if not _fits(question):
         question = choice("（续）" + _clip(rest, REPLY_MAX_CHARS - len(choice("（续）", items).render())), items)
     return Ask("action", question)
+
+
+async def _send_photos(case: Case, openid: str, now: datetime) -> str:
+    """Send the case's photos as image messages: the stored copy (uploaded again by the outbox when
+    WeChat has forgotten the original), or the original while WeChat has it and it is not stored yet."""
+    sent, lost, saving = 0, 0, 0
+    for i, photo in enumerate(case.photos):
+        usable = "stored" in photo or (
+            photo.get("media_id") and "lost" not in photo and now - case.created_at < wechat_rules.MEDIA_ID_TTL)
+        if not usable:
+            if "lost" in photo or photo.get("media_id"):  # given up on, or WeChat's copy is gone
+                lost += 1
+            else:  # a mini-program link not fetched yet
+                saving += 1
+            continue
+        await enqueue(openid=openid, kind="image", payload=media.image_payload(photo, case.created_at),
+                      idempotency_key=f"case:{case.id}:photo:{i}:{openid}:{now.isoformat()}", now=now)
+        sent += 1
+    parts = [f"照片正在发给您（{sent}张）"] if sent else []
+    if lost:
+        parts.append(f"{lost}张照片已过期，没能保存")
+    if saving:
+        parts.append(f"{saving}张照片还在保存，请稍后再看")
+    return "；".join(parts) + "。"
 
 
 @queue.step("ask")

@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 from redis.exceptions import LockError
 
-from bot.api import INT_MAX, ApiError, ApiRequest, ApiRouter, FieldError, Query, Strict, not_found
+from bot.api import INT_MAX, ApiError, ApiRequest, ApiRouter, FieldError, FileBody, Query, Strict, not_found
 from bot.store import key as store_key
-from models import cases
+from models import cases, media
 from models.cases import (
     CATEGORIES,
     CATEGORY_BY_CODE,
@@ -103,6 +103,17 @@ class PhotoIn(Strict):
 class PhotoOut(BaseModel):
     media_id: str | None = None
     pic_url: str | None = None
+    state: str = Field(default="saving", description="stored (our copy, kept however long WeChat keeps its own) | "
+                                                      "saving (fetched within a minute or two) | lost (WeChat had "
+                                                      "already forgotten it, or it was not an image)")
+    url: str | None = Field(default=None, description="where to fetch the picture: GET this path below /api/v1 "
+                                                      "with the session token")
+
+
+def _photo_out(photo: dict[str, Any], url: str | None = None) -> PhotoOut:
+    state = media.state(photo)
+    return PhotoOut(media_id=photo.get("media_id"), pic_url=photo.get("pic_url"), state=state,
+                    url=url if state != "lost" else None)
 
 
 class LocationIn(Strict):
@@ -435,7 +446,8 @@ async def _events(case: Case, access: str, mine: set[int]) -> list[EventOut]:
             by=e.actor_label, by_name=name or None,
             level_label=LEVEL_LABELS.get(e.level, ""),
             note=e.note if not public or e.kind in PUBLIC_NOTES else "", detail=_detail(e),
-            photos=[] if public else [PhotoOut(**p) for p in (e.data or {}).get("photos", [])]))
+            photos=[] if public else [_photo_out(p, f"/cases/{case.id}/events/{e.id}/photos/{i}")
+                                      for i, p in enumerate((e.data or {}).get("photos", []), start=1)]))
     return out
 
 
@@ -498,7 +510,7 @@ async def _case_out(case: Case, access: str, viewer: Resident, actor: Resident, 
     if whole:
         location = case.location
         out.description = case.description
-        out.photos = [PhotoOut(**p) for p in case.photos]
+        out.photos = [_photo_out(p, f"/cases/{case.id}/photos/{i}") for i, p in enumerate(case.photos, start=1)]
         out.location = LocationOut(lat=location["lat"], lon=location["lon"], label=location.get("label", "")) \
             if location else None
         out.source, out.source_label = case.source, SOURCE_LABELS.get(case.source, case.source)
@@ -725,6 +737,36 @@ async def get_case(req: ApiRequest) -> CaseOut:
     summary and public steps without names. Anybody else: 404."""
     case, access, viewer = await _seen(req, req.path["case_id"])
     return await _case_out(case, access, viewer, await req.bound_actor(), req.now)
+
+
+@api.route("GET", "/cases/{case_id}/photos/{index}", summary="A photo of a case, from our own copy",
+           produces="image/*", errors=(409,))
+async def get_photo(req: ApiRequest) -> FileBody:
+    """The index-th photo (from 1) the resident sent with the case, as JPEG, PNG, GIF or WebP: for
+    those who see the whole case (its reporter, a family member acting for them, its handlers);
+    404 for anyone else. Kept in our store, so it shows long after WeChat forgot it (3 days); a photo
+    not stored yet is fetched on the spot (409 if that fails for now: try again), and one WeChat had
+    already forgotten, or that was no image, answers 404."""
+    return await _photo_file(req)
+
+
+@api.route("GET", "/cases/{case_id}/events/{event_id}/photos/{index}", summary="A photo of a progress note",
+           produces="image/*", errors=(409,))
+async def get_event_photo(req: ApiRequest) -> FileBody:
+    """The index-th photo (from 1) of a step of the case (a handler's progress note), for those who
+    see the whole case, as GET /cases/{case_id}/photos/{index}."""
+    return await _photo_file(req, req.path["event_id"])
+
+
+async def _photo_file(req: ApiRequest, event_id: int | None = None) -> FileBody:
+    case, access, _ = await _seen(req, req.path["case_id"])
+    if access not in (Access.REPORTER, Access.HANDLER):
+        raise not_found()
+    number = req.path["index"]
+    stored = await cases.photo_of(case, number, req.now, event_id=event_id)
+    name = f"case-{case.id}" + (f"-event-{event_id}" if event_id else "") + f"-{number}"
+    return FileBody(stored.data, f"{name}.{media.EXTENSIONS[stored.content_type]}",
+                    content_type=stored.content_type, inline=True)
 
 
 @api.route("POST", "/cases/{case_id}/join", summary="Me too (我也遇到)", body=ActAsIn, response=CaseOut,

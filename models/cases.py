@@ -6,7 +6,9 @@ Each level has a deadline (per community, in working days where configured); a m
 moves the case one level up (a due action), and a big case goes on the agenda of the next
 6th/16th/26th deliberation session. Every step is an append-only ``CaseEvent``. Residents follow
 the cases they reported or joined ("me too"); joiners see only what is public: category,
-building, dates, status, the handlers' public summary and session outcomes.
+building, dates, status, the handlers' public summary and session outcomes. The photos of a case
+and of its progress notes are fetched into our own store (models/media.py) by a due action while
+WeChat still has them.
 
 Chat (handlers/cases.py) and the API (handlers/cases_api.py) both act through the functions
 here; the sessions, the Friday roundup (models/case_sessions.py) and the figures
@@ -28,6 +30,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from bot.clock import WorkCalendar, format_zh
+from models import media
 from models.conversation import Question, choice, create_prompt, withdraw_prompts
 from models.errors import NotFound, UserFacingError
 from models.jobs import cancel_actions, register_action, schedule_action
@@ -803,6 +806,7 @@ async def report_case(
         await record(case, EventKind.ASSIGNED, now, label="系统", public=True, klass=case.klass)
         if in_person and case.klass != Klass.PRIVATE:  # a private matter is never discussed in public
             await add_to_agenda(case, AgendaReason.IN_PERSON, now)
+        await _keep_later(f"case:{case.id}", photos, now)
     await tell_level(case, f"新反映的{KLASS_LABELS[case.klass]}：{case.category_label}，{building.name}。"
                            f"{('请于' + when_zh(case.due_at) + '前办结。') if case.due_at else '已列入议事会议程。'}"
                            "回复“我的待办”查看。", f"assigned:{case.assignment}", now)
@@ -933,6 +937,7 @@ async def progress(case_id: int, actor_id: int, note: str, now: datetime,
         await case.save(update_fields=["status", "accepted_at", "updated_at"])
         event = await record(case, EventKind.PROGRESS, now, actor_id=actor_id, label=handler_label(case), note=note,
                              photos=list(photos or []))
+        await _keep_later(f"event:{event.id}", event.data["photos"], now)
     await tell_followers(case, f"处理进展：{note}", f"progress:{event.id}", now, joiners=False)
     return case
 
@@ -1247,6 +1252,87 @@ async def _feedback_time_over(target: str, now: datetime) -> None:
         given = await CaseFeedback.filter(case_id=case.id, round=case.reopened).exclude(rating=None).order_by(
             "id").first()
         await _close(case, given.rating if given else None, now)
+
+
+# ---------------------------------------------------------------------------- photos
+
+PHOTOS_ACTION = "case.photos"
+
+
+async def _keep_later(target: str, photos: list[dict[str, Any]], now: datetime) -> None:
+    """Fetch the photos into our store at the next sweep (within a minute), while WeChat has them."""
+    if any(not media.settled(p) for p in photos):
+        await schedule_action(PHOTOS_ACTION, target, now, now, key=f"{PHOTOS_ACTION}:{target}")
+
+
+async def keep_photos(target: str, now: datetime) -> list[dict[str, Any]]:
+    """Store the photos of a case (``case:ID``) or of a progress note (``event:ID``) that are not
+    stored yet, and write each outcome back: the stored copy's id, or why it is lost. The first
+    failure worth another try is raised once the rest is written, so the sweep tries again later
+    (a few times, with backoff); an expired or refused photo is settled as lost at once."""
+    kind, _, raw = target.partition(":")
+    if kind == "case":
+        case = await Case.get_or_none(id=int(raw))
+        if case is None:
+            return []
+        kept, error = await media.keep(case.photos, now)  # the network outside any transaction
+        if kept != case.photos:
+            async with in_transaction():
+                case = await Case.select_for_update().get(id=case.id)
+                case.photos = media.merge(case.photos, kept)
+                await case.save(update_fields=["photos"])
+    else:
+        event = await CaseEvent.get_or_none(id=int(raw))
+        if event is None:
+            return []
+        kept, error = await media.keep(list(event.data.get("photos", [])), now)
+        if kept != event.data.get("photos"):
+            async with in_transaction():
+                event = await CaseEvent.select_for_update().get(id=event.id)
+                event.data = {**event.data, "photos": media.merge(list(event.data.get("photos", [])), kept)}
+                await event.save(update_fields=["data"])
+    if error is not None:
+        raise error
+    return kept
+
+
+async def _photos_at(target: str) -> list[dict[str, Any]]:
+    kind, _, raw = target.partition(":")
+    if kind == "case":
+        case = await Case.get(id=int(raw))
+        return case.photos
+    event = await CaseEvent.get(id=int(raw))
+    return list(event.data.get("photos", []))
+
+
+@register_action(PHOTOS_ACTION)
+async def _photos_due(target: str, now: datetime) -> None:
+    await keep_photos(target, now)
+
+
+async def photo_of(case: Case, number: int, now: datetime, *, event_id: int | None = None) -> media.StoredMedia:
+    """The stored copy of the ``number``-th photo (from 1) of the case, or of one of its progress
+    notes; one not stored yet is fetched now (the sweep may not have come by). NotFound when there
+    is no such photo or it was lost; UserFacingError when it cannot be fetched at the moment."""
+    if event_id is not None and not await CaseEvent.filter(id=event_id, case_id=case.id).exists():
+        raise NotFound("没有找到这条记录。")
+    target = f"case:{case.id}" if event_id is None else f"event:{event_id}"
+    photos = await _photos_at(target)
+    if not 1 <= number <= len(photos):
+        raise NotFound("没有这张照片。")
+    photo = photos[number - 1]
+    if not media.settled(photo):
+        try:
+            await keep_photos(target, now)
+        except Exception:  # another photo's failure, maybe: what this one became is read back below
+            log.warning("fetching the photos of %s failed", target, exc_info=True)
+        photo = (await _photos_at(target))[number - 1]
+        if not media.settled(photo):
+            raise UserFacingError("照片还在保存，请稍后再看。")
+    row = await media.load(int(photo["stored"])) if "stored" in photo else None
+    if row is None:
+        raise NotFound("这张照片已过期，没能保存下来。")
+    return row
 
 
 # ---------------------------------------------------------------------------- personal data

@@ -134,6 +134,11 @@ async def test_validation_errors_name_the_field(client: Any) -> None:
     assert (await mp.call("GET", "/residents/abc")).status == 422
     twice = await mp.call("GET", "/residents?q=a&q=b")  # a query parameter given twice is refused, not guessed
     assert twice.status == 422 and twice.body["fields"] == [{"field": "query.q", "message": "given more than once"}]
+    nul = await mp.call("GET", "/residents?q=%00a")  # PostgreSQL cannot store a NUL: refused on every backend
+    assert nul.status == 422 and nul.body["fields"][0]["field"] == "query.q"
+    nul_body = await mp.call("POST", "/me/binding", {"consent": True, "name": "王\u0000", "mobile": "13912345678",
+                                                      "building_id": 1, "unit": "1", "room": "1"})
+    assert nul_body.status == 422 and nul_body.body["fields"][0]["field"] == "body"
 
 
 async def test_writes_and_logins_are_rate_limited(aiohttp_client: Any, config: Any, clock: Any) -> None:

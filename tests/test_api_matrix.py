@@ -20,7 +20,7 @@ from bot.app import SERVICES
 from bot.clock import work_calendar
 from bot.config import CommunityConfig
 from handlers import API_ROUTERS
-from models.cases import AgendaItem, report_case
+from models.cases import AgendaItem, CaseEvent, EventKind, progress, report_case
 from models.facts import declare
 from models.notices import create_notice
 from models.places import Building, Community, SubDistrict
@@ -81,8 +81,13 @@ async def build_world(client: Any) -> World:
                                  starts="09:00", ends="11:30", staff="周社工", items=["低保申请", "医保参保"],
                                  by_id=None, now=NOW, today=date(2026, 11, 27),
                                  calendar=work_calendar(CommunityConfig()))
-    # 逢六说事: a small, a private and a big case 刘小红 (self) reported in 1号楼 (the big one is on the agenda)
-    small_case = await report_case(reporter=me, category="lighting", description="楼道灯坏了", now=NOW)
+    # 逢六说事: a small, a private and a big case 刘小红 (self) reported in 1号楼 (the big one is on the agenda);
+    # the small one with a photo, and a progress note with a photo by the property company (its first level)
+    world.fake.add_media("matrix-photo", b"\xff\xd8\xff\xe0" + b"a photo of a dark stairwell")
+    small_case = await report_case(reporter=me, category="lighting", description="楼道灯坏了", now=NOW,
+                                   photos=[{"media_id": "matrix-photo", "pic_url": ""}])
+    note = await progress(small_case.id, (await Resident.get(name="钱物业")).id, "已订灯泡", NOW,
+                          photos=[{"media_id": "matrix-photo", "pic_url": ""}])
     private_case = await report_case(reporter=me, category="dispute", description="楼上噪音", now=NOW)
     big_case = await report_case(reporter=me, category="parking", description="车位不够", now=NOW)
     agenda_item = await AgendaItem.get(case_id=big_case.id)
@@ -101,7 +106,8 @@ async def build_world(client: Any) -> World:
                  "mijia": mijia.id, "building": (await Building.get(name="3号楼")).id,
                  "building_1": building_1.id, "notice": notice.id, "service_day": service_day.id,
                  "case": small_case.id, "private_case": private_case.id, "big_case": big_case.id,
-                 "session": agenda_item.session_id, "agenda_item": agenda_item.id}  # type: ignore[attr-defined]
+                 "session": agenda_item.session_id, "agenda_item": agenda_item.id,  # type: ignore[attr-defined]
+                 "progress": (await CaseEvent.get(case_id=note.id, kind=EventKind.PROGRESS)).id, "first": 1}
     return world
 
 
@@ -219,6 +225,11 @@ TABLE: list[Row] = [
     Row("GET", "/cases/similar", everyone(200, unbound=409), query="category=lighting"),
     Row("GET", "/cases", everyone(200, unbound=409)),
     Row("GET", "/cases/{case_id}", only(200, "self", "staff"), {"case_id": "private_case"}),
+    # its photos (our stored copies): whoever sees the whole case, the reporter and its handlers
+    Row("GET", "/cases/{case_id}/photos/{index}", only(200, "self", "grid", "staff", "subdistrict"),
+        {"case_id": "case", "index": "first"}),
+    Row("GET", "/cases/{case_id}/events/{event_id}/photos/{index}", only(200, "self", "grid", "staff", "subdistrict"),
+        {"case_id": "case", "event_id": "progress", "index": "first"}),
     Row("POST", "/cases/{case_id}/join", only(200, *MIJIA), {"case_id": "case"}, body=lambda w: {}),
     Row("POST", "/cases/{case_id}/in-person", only(200, "self"), {"case_id": "case"}, body=lambda w: {}),
     Row("POST", "/cases/{case_id}/info", only(200, "self"), {"case_id": "case"}, body=lambda w: {"text": "在二楼"}),
@@ -276,7 +287,7 @@ async def test_authorization(client: Any, demo: None, row: Row, actor: str) -> N
     body = row.body(world) if row.body else None
     resp = await client.request(row.method, "/api/v1" + path + ("?" + row.query if row.query else ""), json=body,
                                 headers=headers)
-    text = await resp.text()
+    text = await resp.text(errors="replace")  # a photo is bytes
     assert resp.status == row.expect[actor], f"{row.method} {path} as {actor}: {resp.status} {text}"
     if resp.status == 404:
         # a forbidden object looks exactly like a missing one

@@ -56,8 +56,10 @@ async def test_a_report_says_who_handles_it_by_when_and_a_retry_is_the_same_case
     assert datetime.fromisoformat(case["due_at"]).astimezone(SHANGHAI).date().isoformat() == "2026-12-02"
     assert "物业公司" in case["next_step"] and "12月2日" in case["next_step"]
     assert case["access"] == "reporter" and case["description"] == LIGHT["description"]
-    assert case["photos"] == [{"media_id": "MEDIA_1", "pic_url": None},
-                              {"media_id": None, "pic_url": "https://img.example.cn/a.jpg"}]
+    at = f"/cases/{case['id']}/photos/"  # our copy, once the due action stored it (tests/test_case_photos.py)
+    assert case["photos"] == [{"media_id": "MEDIA_1", "pic_url": None, "state": "saving", "url": at + "1"},
+                              {"media_id": None, "pic_url": "https://img.example.cn/a.jpg", "state": "saving",
+                               "url": at + "2"}]
     assert (await Case.get(id=case["id"])).photos == photos  # stored as WeChat gives them
     assert case["building"] == "1号楼" and case["source"] == "api"
     again_status, again = await post_case(me, LIGHT | {"photos": photos}, key="tap-1")  # the network dropped the answer
@@ -157,7 +159,8 @@ async def test_steps_from_acceptance_to_a_rated_closure(client: Any) -> None:
     view = (await me.call("GET", path)).body
     assert view["feedback_due"] and view["actions"] == ["feedback"]
     progress = next(e for e in view["events"] if e["kind"] == "progress")
-    assert progress["by_name"] == "钱物业" and progress["photos"] == [{"media_id": "P1", "pic_url": None}]
+    assert progress["by_name"] == "钱物业" and progress["photos"] == [{
+        "media_id": "P1", "pic_url": None, "state": "saving", "url": f"{path}/events/{progress['id']}/photos/1"}]
     no_comment = await me.call("POST", path + "/feedback", {"fixed": "not_fixed"})
     assert no_comment.status == 422 and no_comment.body["fields"][0]["field"] == "body.comment"
     assert (await me.call("POST", path + "/feedback", {"fixed": "fixed"})).status == 422  # a rating is needed
