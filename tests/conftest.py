@@ -3,6 +3,10 @@
 LINLI_DATABASE_URL (postgres://...) and LINLI_REDIS_URL select the real servers, exactly as they
 override the service's own configuration. LINLI_TEST_NO_SKIP=1 turns any skipped test into a
 failure of the run (CI's Redis + PostgreSQL pass must skip nothing).
+
+Under pytest-xdist (``-n``) every worker gets its own database (``<name>_gw0``, created when
+missing) and its own Redis database number (the given one, counting down per worker), set in the
+environment before any test module reads it, so subprocesses the tests start use them too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from hypothesis import settings
@@ -27,6 +32,28 @@ from tests.wechat import AES_KEY, APPID, OLD_AES_KEY, TOKEN, WeChatPusher
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def _per_worker(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Point this xdist worker at its own PostgreSQL database and Redis database number."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    index = int(worker.removeprefix("gw"))
+    db = environ.get("LINLI_DATABASE_URL", "")
+    if db.startswith(("postgres://", "postgresql://")):
+        base, _, query = db.partition("?")
+        environ["LINLI_DATABASE_URL"] = f"{base}_{worker}" + (f"?{query}" if query else "")
+    redis_url = environ.get("LINLI_REDIS_URL", "")
+    if redis_url:
+        parts = urlsplit(redis_url)
+        number = int(parts.path.strip("/") or 0)
+        if number - index < 0:
+            raise RuntimeError(f"LINLI_REDIS_URL names database {number}: too few below it for worker {worker}")
+        environ["LINLI_REDIS_URL"] = urlunsplit(parts._replace(path=f"/{number - index}"))
+
+
+_per_worker(os.environ)
 
 REAL_DB = os.environ.get("LINLI_DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
 REAL_REDIS = bool(os.environ.get("LINLI_REDIS_URL"))
@@ -66,12 +93,28 @@ def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     )
 
 
+async def _ensure_database(url: str) -> None:
+    """Create this worker's PostgreSQL database when it does not exist yet."""
+    import asyncpg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres", query="")))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def _schema(base_config: Config) -> Iterator[None]:
     """Migrate a clean database once per session, through the checked-in migrations."""
 
     async def prepare() -> None:
         if REAL_DB:
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                await _ensure_database(base_config.database.url)
             await init_db(base_config.database)
             conn = connections.get("default")
             await conn.execute_script("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
