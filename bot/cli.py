@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="delete what outlived its retention period now, and print the counts",
         description="Run the daily retention sweep once: delete or anonymise what outlived its "
         "period in [privacy] (sent messages, answered prompts, decided binding requests, unbound "
-        "accounts, old audit rows, names kept past a deletion) and print how many of each.")
+        "accounts, old audit rows, names kept past a deletion, photos of long-closed cases) and print how many "
+        "of each.")
     _config_arg(sweep)
 
     scheduler = sub.add_parser(
@@ -425,7 +426,7 @@ async def privacy_sweep(config: Config) -> int:
         await close_db()
     labels = {"messages": "messages", "prompts": "prompts", "link_requests": "link requests",
               "unbound_accounts": "unbound accounts", "erased_residents": "erased residents anonymised",
-              "audit": "audit rows"}
+              "audit": "audit rows", "case_photos": "case photos"}
     print("retention sweep: " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items()))
     return 0
 

@@ -157,6 +157,7 @@ class PrivacyConfig:
     link_requests_days: int = 180  # decided or withdrawn binding requests
     unbound_accounts_days: int = 365  # WeChat accounts never bound and not seen for this long
     erased_residents_days: int = 365  # a name a hold kept past erasure: removed after this, once no hold remains
+    case_photos_days: int = 365  # photos of a 逢六说事 case closed this long ago (its text and figures stay)
     sweep_at: str = "03:30"  # daily, HH:MM in community.timezone
 
     @property
@@ -318,7 +319,7 @@ def validate_config(cfg: Config) -> None:
         if getattr(cfg.api, name) < 1:
             raise ConfigError(f"config key api.{name}: must be at least 1")
     for name in ("audit_days", "messages_days", "prompts_days", "link_requests_days",
-                 "unbound_accounts_days", "erased_residents_days"):
+                 "unbound_accounts_days", "erased_residents_days", "case_photos_days"):
         if getattr(cfg.privacy, name) < 1:
             raise ConfigError(f"config key privacy.{name}: must be at least 1")
     try:

@@ -205,7 +205,7 @@ def retention_of(privacy: PrivacyConfig) -> Retention:
     return Retention(
         audit_days=privacy.audit_days, messages_days=privacy.messages_days, prompts_days=privacy.prompts_days,
         link_requests_days=privacy.link_requests_days, unbound_accounts_days=privacy.unbound_accounts_days,
-        erased_residents_days=privacy.erased_residents_days,
+        erased_residents_days=privacy.erased_residents_days, case_photos_days=privacy.case_photos_days,
     )
 
 

@@ -1337,6 +1337,45 @@ async def photo_of(case: Case, number: int, now: datetime, *, event_id: int | No
 
 # ---------------------------------------------------------------------------- personal data
 
+PHOTOS_EXPIRED = "retention"  # why a photo is gone: its case was closed longer ago than privacy.case_photos_days
+
+
+def _forget(photos: list[dict[str, Any]], now: datetime) -> tuple[list[dict[str, Any]], set[int]]:
+    """The photos without their stored copies (marked lost by retention), and the ids dropped."""
+    dropped = {int(p["stored"]) for p in photos if "stored" in p}
+    kept = [{k: v for k, v in p.items() if k not in ("stored", "media_id", "pic_url")}
+            | {"lost": PHOTOS_EXPIRED, "lost_at": now.isoformat()} if "stored" in p else p for p in photos]
+    return kept, dropped
+
+
+async def forget_photos(closed_before: datetime, now: datetime) -> int:
+    """Delete the stored photos of cases closed before ``closed_before`` (and of their progress
+    notes); the case's text, summary, events and figures stay. A copy another case still shows is
+    kept. Returns how many stored photos were deleted."""
+    dropped: set[int] = set()
+    async with in_transaction():
+        for case in await Case.filter(status=Status.CLOSED, closed_at__lt=closed_before).select_for_update():
+            if any("stored" in p for p in case.photos):
+                case.photos, ids = _forget(case.photos, now)
+                dropped |= ids
+                await case.save(update_fields=["photos"])
+            for event in await CaseEvent.filter(case_id=case.id, kind=EventKind.PROGRESS):
+                photos = list(event.data.get("photos", []))
+                if any("stored" in p for p in photos):
+                    kept, ids = _forget(photos, now)
+                    dropped |= ids
+                    event.data = {**event.data, "photos": kept}
+                    await event.save(update_fields=["data"])
+        if not dropped:
+            return 0
+        still: set[int] = set()  # identical bytes are stored once: another case may show the same copy
+        for shown in await Case.all().values_list("photos", flat=True):
+            still |= {int(p["stored"]) for p in cast(list[dict[str, Any]], shown or []) if "stored" in p}
+        for data in await CaseEvent.filter(kind=EventKind.PROGRESS).values_list("data", flat=True):
+            still |= {int(p["stored"]) for p in cast(dict[str, Any], data).get("photos", []) if "stored" in p}
+        return await media.StoredMedia.filter(id__in=sorted(dropped - still)).delete()
+
+
 
 @register_hold
 async def _open_case_hold(resident_id: int) -> str | None:

@@ -264,6 +264,7 @@ class Retention:
     link_requests_days: int
     unbound_accounts_days: int
     erased_residents_days: int
+    case_photos_days: int = 365
 
 
 async def retention_sweep(retention: Retention, now: datetime) -> dict[str, int]:
@@ -302,6 +303,9 @@ async def retention_sweep(retention: Retention, now: datetime) -> dict[str, int]
                 anonymised += 1
         counts["erased_residents"] = anonymised
         counts["audit"] = await AuditLog.filter(at__lt=before(retention.audit_days)).delete()
+        from models.cases import forget_photos  # models.cases registers a hold here: imported late
+
+        counts["case_photos"] = await forget_photos(before(retention.case_photos_days), now)
         await audit(actor_id=None, subject_id=None, action="retention", purpose="daily retention job",
                     now=now, actor_label="system", detail=counts)
     log.info("retention sweep: %s", counts)

@@ -363,3 +363,40 @@ async def test_a_photo_is_stored_once_however_often_it_comes(client: Any, clock:
     data = picture()
     first, second = await media.store(data, clock.now()), await media.store(data, clock.now())
     assert first == second and await StoredMedia.all().count() == 1
+
+
+async def test_photos_of_a_case_closed_longer_than_the_retention_period_are_deleted(
+        client: Any, wechat: WeChatPusher, clock: FrozenClock) -> None:
+    """privacy.case_photos_days after closure the stored photos go (the case's text and figures stay);
+    a copy another case still shows stays; the daily retention sweep does it."""
+    from bot.scheduler import RETENTION_JOB, service_scheduler
+    from models.cases import Fixed, feedback, resolve
+
+    fake = client.app[SERVICES].fake
+    fake.add_media("m-old", picture(colour="red"))
+    fake.add_media("m-same", picture(colour="blue"))
+    people = await neighbours()
+    old = await report_in_chat(wechat, "case-0", "m-old", "m-same")
+    await sweep_due(clock.now())
+    fake.add_media("m-same-again", picture(colour="blue"))  # the same bytes sent again for another case
+    other = await report_in_chat(wechat, "case-3", "m-same-again")  # 4号楼: too far to be offered as the same
+    await sweep_due(clock.now())
+    old, other = await Case.get(id=old.id), await Case.get(id=other.id)
+    shared = other.photos[0]["stored"]
+    assert old.photos[1]["stored"] == shared and await StoredMedia.all().count() == 2
+    handler = await Resident.get(name="钱物业")
+    await resolve(old.id, handler.id, "已更换灯泡", clock.now())
+    await feedback(old.id, people["甲居民"].id, Fixed.YES, clock.now(), rating=5)
+
+    config = client.app[SERVICES].config.replace(privacy={"case_photos_days": 30})
+    clock.advance(timedelta(days=29))
+    assert (await service_scheduler(config, clock).run(RETENTION_JOB))["case_photos"] == 0  # not yet
+    clock.advance(timedelta(days=2))
+    assert (await service_scheduler(config, clock).run(RETENTION_JOB))["case_photos"] == 1
+    old = await Case.get(id=old.id)
+    assert [p.get("lost") for p in old.photos] == ["retention", "retention"]
+    assert all("stored" not in p and "media_id" not in p for p in old.photos)
+    assert old.description == "3单元楼道灯坏了" and old.rating == 5  # the case itself stays
+    assert await StoredMedia.filter(id=shared).exists()  # the open case still shows it
+    assert await StoredMedia.all().count() == 1
+    assert (await service_scheduler(config, clock).run(RETENTION_JOB))["case_photos"] == 0  # nothing twice
