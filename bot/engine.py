@@ -29,9 +29,9 @@ from models.conversation import (  # noqa: F401 - the questions are part of the 
     choice,
     close_prompt,
     confirm,
-    create_prompt,
     free_text,
     open_prompts,
+    push_prompt,
     reopen_prompt,
 )
 from models.errors import UserFacingError
@@ -623,14 +623,11 @@ class Engine:
         """Store a question the service asks on its own and push it; the answer may come days later."""
         if flow not in self.flows or step not in self.flows[flow].steps:
             raise ValueError(f"no step {flow}.{step}")
-        prompt = await create_prompt(
-            openid=openid, flow=flow, step=step, question=question.to_json(), data=data,
-            now=self.clock.now(), days=days or self.config.conversation.prompt_days,
-            subject=subject,
-        )
-        # Pushed when WeChat's allowance lets us; the prompt is also shown at the next message
-        # from its recipient until it has been seen there, so a refused push loses nothing.
-        await self.send(openid, question.render(), key=f"prompt:{prompt.id}")
+        prompt = await push_prompt(openid=openid, flow=flow, step=step, question=question, data=data,
+                                   now=self.clock.now(), days=days or self.config.conversation.prompt_days,
+                                   subject=subject)
+        if self.sender is not None:
+            self.sender.notify()
         return prompt
 
     async def _answer_prompt(self, prompts: list[PendingPrompt], turn: Turn, *, keyword: bool = False) -> str | None:

@@ -41,13 +41,9 @@ flow = Flow("case_sessions", "议事会", keywords=("议事会", "议程"), as_s
 FLOWS: list[Flow] = [flow]
 
 
-def _today(now: datetime) -> date:
-    return now.astimezone(cases.CONTEXT.tz).date()
-
-
 async def public_agenda(community_id: int, now: datetime) -> tuple[date, list[AgendaItem]]:
     """The day of the community's coming session and what is on it (category·building only)."""
-    today = _today(now)
+    today = cases.local_today(now)
     session = await sessions.next_session(community_id, today)
     if session is None:
         return next_session_day(today), []
@@ -71,7 +67,7 @@ def _staff_line(item: AgendaItem) -> str:
 
 async def _menu(data: dict[str, Any], now: datetime, prefix: str = "") -> Ask:
     """The coming session's agenda and what staff can do now."""
-    today = _today(now)
+    today = cases.local_today(now)
     community_id = data["community_id"]
     coming = await sessions.next_session(community_id, today)
     items = await agenda(coming) if coming else []
@@ -229,7 +225,7 @@ def parse_due(text: str, today: date) -> date | None:
 @flow.step("outcome_due")
 async def got_outcome_due(answer: str, data: dict[str, Any], now: datetime) -> Ask:
     """Store the date; show the outcome and ask before recording (it is pushed to the followers)."""
-    due = parse_due(answer, _today(now))
+    due = parse_due(answer, cases.local_today(now))
     data["due"] = due.isoformat() if due else None
     item = await AgendaItem.get(id=data["item_id"]).prefetch_related("case__building")
     when = fmt_day(due) if due else "按默认期限"
@@ -352,7 +348,7 @@ async def list_sessions(req: ApiRequest) -> SessionList:
     actor = await req.bound_actor()
     community_id = req.path["community_id"]
     await sessions.check_staff(actor.id, community_id)
-    upcoming, recent = await sessions.sessions_of(community_id, _today(req.now))
+    upcoming, recent = await sessions.sessions_of(community_id, cases.local_today(req.now))
     return SessionList(upcoming=[await _session_out(s) for s in upcoming],
                        recent=[await _session_out(s) for s in recent])
 

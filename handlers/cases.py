@@ -40,7 +40,6 @@ from models.cases import (
     STATUS_LABELS,
     SUMMARY_MAX,
     Access,
-    AgendaItem,
     Case,
     CaseEvent,
     CaseFeedback,
@@ -120,9 +119,8 @@ def _state_line(case: Case, now: datetime) -> str:
 
 
 async def _session_day(case_id: int) -> str:
-    item = await AgendaItem.filter(case_id=case_id, dropped_at=None).order_by("-id").prefetch_related(
-        "session").first()
-    return f"{item.session.day.month}月{item.session.day.day}日" if item else ""
+    day = await cases.agenda_day(case_id)
+    return f"{day.month}月{day.day}日" if day else ""
 
 
 async def _run(action: Awaitable[str]) -> Done:
@@ -374,7 +372,7 @@ async def show_mine(answer: int, resident: Resident, data: dict[str, Any], now: 
     items: list[tuple[str, str]] = []
     if (access == Access.REPORTER and case.status in cases.LIVE and case.klass != Klass.PRIVATE
             and not case.in_person):
-        day = cases.next_session_day(now.astimezone(cases.CONTEXT.tz).date())
+        day = cases.next_session_day(cases.local_today(now))
         items.append(("in_person", f"当面说：{day.month}月{day.day}日议事会上当面反映"))
     if await _feedback_due(case, resident.id):
         items.append(("rate", "评价办理结果"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -40,7 +40,6 @@ from models.cases import (
     STATUS_LABELS,
     SUMMARY_MAX,
     Access,
-    AgendaItem,
     Case,
     CaseEvent,
     CaseFeedback,
@@ -339,6 +338,10 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "validation", f"提交的内容不符合要求：{field}", [FieldError(field=field, message=message)])
 
 
+def _iso_day(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -388,12 +391,6 @@ async def _building_name(case: Case) -> str:
         return (case.location or {}).get("label", "")
     name = await Building.filter(id=case.building_id).first().values_list("name", flat=True)  # type: ignore[attr-defined]
     return str(name or "")
-
-
-async def _agenda_day(case: Case) -> str | None:
-    item = await AgendaItem.filter(case_id=case.id, dropped_at=None, session__held_at=None).order_by(
-        "session__day").prefetch_related("session").first()
-    return item.session.day.isoformat() if item else None
 
 
 def _next_step(case: Case, handler: bool, now: datetime) -> str:
@@ -506,7 +503,7 @@ async def _case_out(case: Case, access: str, viewer: Resident, actor: Resident, 
         building_id=case.building_id, building=await _building_name(case),  # type: ignore[attr-defined]
         created_at=case.created_at.isoformat(), updated_at=case.updated_at.isoformat(),
         resolved_at=_iso(case.resolved_at), closed_at=_iso(case.closed_at), joins=case.joins, summary=case.summary,
-        agenda_day=await _agenda_day(case), actions=actions, feedback_due=feedback_due, events=events)
+        agenda_day=_iso_day(await cases.agenda_day(case.id)), actions=actions, feedback_due=feedback_due, events=events)
     if whole:
         location = case.location
         out.description = case.description
@@ -789,7 +786,7 @@ async def in_person(req: ApiRequest) -> CaseOut:
     case = await Case.get_or_none(id=req.path["case_id"])
     if case is None or case.reporter_id != person.id:  # type: ignore[attr-defined]
         raise not_found()
-    if not (case.in_person and await _agenda_day(case)):
+    if not (case.in_person and await cases.agenda_day(case.id)):
         await cases.ask_in_person(case.id, person.id, req.now)
         await _record(actor, person, "case_in_person", case, req.now)
         case = await Case.get(id=case.id)

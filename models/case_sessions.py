@@ -40,12 +40,21 @@ from models.cases import (
     deadline,
     next_session_day,
     record,
+    restart_deadline,
     rules_of,
     tell_followers,
 )
 from models.errors import NotFound, UserFacingError
-from models.jobs import cancel_actions, claim_run, finish_run, schedule_action
-from models.notices import TEXT_MAX, NoticeKind, Urgency, after_quiet_hours, create_notice, fan_out
+from models.jobs import claim_run, finish_run
+from models.notices import (
+    TEXT_MAX,
+    NoticeKind,
+    Urgency,
+    after_quiet_hours,
+    create_notice,
+    fan_out,
+    schedule_notice,
+)
 from models.roles import Role, Scope, active_roles
 from models.service_days import fmt_day
 
@@ -72,10 +81,6 @@ async def check_staff(actor_id: int, community_id: int) -> None:
     """NotFound unless the actor is community staff of this community (others may not know it exists)."""
     if community_id not in await staff_communities(actor_id):
         raise NotFound("没有找到这次议事会。")
-
-
-def _today(now: datetime) -> date:
-    return now.astimezone(cases.CONTEXT.tz).date()
 
 
 # ---------------------------------------------------------------------------- the agenda
@@ -112,7 +117,7 @@ async def next_session(community_id: int, today: date) -> DeliberationSession | 
 
 async def coming_session(community_id: int, now: datetime) -> DeliberationSession:
     """The coming session, created for the next 6th/16th/26th when nothing is on it yet."""
-    today = _today(now)
+    today = cases.local_today(now)
     session = await next_session(community_id, today)
     if session is None:
         session, _ = await DeliberationSession.get_or_create(
@@ -176,7 +181,7 @@ async def add_case(session_id: int, case_id: int, actor_id: int, reason: str, no
         if session is None:
             raise NotFound("没有找到这次议事会。")
         await check_staff(actor_id, session.community_id)  # type: ignore[attr-defined]
-        _still_open(session, _today(now))
+        _still_open(session, cases.local_today(now))
         case = await addable_case(session.community_id, case_id)  # type: ignore[attr-defined]
         if await AgendaItem.filter(session_id=session.id, case_id=case.id, dropped_at=None).exists():
             raise UserFacingError(f"编号{case.number}已经在{fmt_day(session.day)}的议程上了。")
@@ -193,7 +198,7 @@ async def drop_item(item_id: int, actor_id: int, reason: str, now: datetime) -> 
         item, session, case = await _staff_item(item_id, actor_id)
         if item.dropped_at is not None:
             raise UserFacingError("这个议题已经撤下了。")
-        _still_open(session, _today(now))
+        _still_open(session, cases.local_today(now))
         item.dropped_at, item.dropped_by_id, item.dropped_reason = now, actor_id, reason
         await item.save(update_fields=["dropped_at", "dropped_by_id", "dropped_reason"])
         event = await record(case, EventKind.AGENDA, now, actor_id=actor_id, label="社区", note=reason,
@@ -210,7 +215,7 @@ async def mark_held(session_id: int, actor_id: int, now: datetime) -> Deliberati
         if session is None:
             raise NotFound("没有找到这次议事会。")
         await check_staff(actor_id, session.community_id)  # type: ignore[attr-defined]
-        if session.day > _today(now):
+        if session.day > cases.local_today(now):
             raise UserFacingError(f"议事会定在{fmt_day(session.day)}，还没到开会的日子。")
         if session.held_at is None:
             session.held_at = now
@@ -238,7 +243,7 @@ async def record_outcome(item_id: int, actor_id: int, text: str, owner: str, due
         raise UserFacingError(f"请写下议定的结果（{NOTE_MAX}字以内，会向居民公开，请勿写个人信息）。")
     if not owner or len(owner) > OWNER_MAX:
         raise UserFacingError(f"请写明由谁负责（{OWNER_MAX}字以内），例如：物业公司。")
-    today = _today(now)
+    today = cases.local_today(now)
     if due is not None and not today <= due <= today + timedelta(days=DUE_MAX_DAYS):
         raise UserFacingError("完成日期要在今天到一年以内。")
     async with in_transaction():
@@ -260,13 +265,10 @@ async def record_outcome(item_id: int, actor_id: int, text: str, owner: str, due
                 case.status = Status.IN_PROGRESS
                 case.accepted_at = case.accepted_at or now
                 await record(case, EventKind.ACCEPTED, now, actor_id=actor_id, label="社区", public=True)
-            case.due_at = end_of(due, cases.CONTEXT.tz) if due else deadline(now, rules.outcome_days, rules)
-            case.assignment += 1  # a new deadline: its own due action (the key counts assignments)
+            await restart_deadline(case, end_of(due, cases.CONTEXT.tz) if due else deadline(
+                now, rules.outcome_days, rules), now)
             case.updated_at = now
             await case.save()
-            await cancel_actions("case.deadline", f"case:{case.id}")
-            await schedule_action("case.deadline", f"case:{case.id}", case.due_at, now,
-                                  key=f"case.deadline:{case.id}:{case.assignment}")
         event = await record(case, EventKind.OUTCOME, now, actor_id=actor_id, label="社区议事会", note=text,
                              public=True, owner=owner, due=due.isoformat() if due else None,
                              session_day=session.day.isoformat())
@@ -318,8 +320,7 @@ async def _notice(community_id: int, title: str, text: str, kind: str, now: date
     """Write the notice and its fan-out due action (inside the caller's transaction, with its claim)."""
     notice = await create_notice(community_id=community_id, title=title, text=text, urgency=Urgency.NORMAL, now=now,
                                  send_at=send_at, by_id=None, kind=kind)
-    # the due sweep fans it out (again) after a crash, or at the end of the quiet hours
-    await schedule_action("notice.fan_out", f"notice:{notice.id}", send_at, now)
+    await schedule_notice(notice, now)  # the due sweep fans it out (again) after a crash, or after the quiet hours
     return notice.id
 
 

@@ -31,7 +31,7 @@ from tortoise.transactions import in_transaction
 
 from bot.clock import WorkCalendar, format_zh
 from models import media
-from models.conversation import Question, choice, create_prompt, withdraw_prompts
+from models.conversation import Question, choice, push_prompt, withdraw_prompts
 from models.errors import NotFound, UserFacingError
 from models.jobs import cancel_actions, register_action, schedule_action
 from models.outbox import Priority, enqueue
@@ -464,6 +464,11 @@ def deadline(start: datetime, days: int, rules: CaseRules) -> datetime:
     return datetime.combine(day, local.timetz()).astimezone(UTC)
 
 
+def local_today(now: datetime) -> date:
+    """The community's calendar date at ``now``."""
+    return now.astimezone(CONTEXT.tz).date()
+
+
 def next_session_day(today: date) -> date:
     """The coming 6th, 16th or 26th after ``today`` (the 26th is followed by next month's 6th)."""
     for d in (6, 16, 26):
@@ -646,19 +651,25 @@ async def _actor_label(actor_id: int | None, case: Case) -> str:
     return "居民"
 
 
+async def restart_deadline(case: Case, due_at: datetime | None, now: datetime) -> None:
+    """Give the case a new deadline (None: none): the pending ``case.deadline`` action is cancelled
+    and a new one, keyed by the case's assignment count, scheduled. The caller saves the case."""
+    case.assignment += 1
+    case.due_at = due_at
+    await cancel_actions("case.deadline", f"case:{case.id}")
+    if due_at is not None:
+        await schedule_action("case.deadline", f"case:{case.id}", due_at, now,
+                              key=f"case.deadline:{case.id}:{case.assignment}")
+
+
 async def _assign(case: Case, level: str, rules: CaseRules, now: datetime) -> None:
     """Give the case to ``level`` with that level's deadline (a big case at the community waits
     for its session instead). Saves the case; the caller holds its row lock."""
     case.level = level
     case.status = Status.OPEN
-    case.assignment += 1
-    await cancel_actions("case.deadline", f"case:{case.id}")
-    if case.klass == Klass.BIG and level == rules.chains[Klass.BIG][0]:
-        case.due_at = None
-    else:
-        case.due_at = deadline(now, rules.days_for(level, case.category), rules)
-        await schedule_action("case.deadline", f"case:{case.id}", case.due_at, now,
-                              key=f"case.deadline:{case.id}:{case.assignment}")
+    waits_for_session = case.klass == Klass.BIG and level == rules.chains[Klass.BIG][0]
+    await restart_deadline(case, None if waits_for_session else deadline(
+        now, rules.days_for(level, case.category), rules), now)
     case.updated_at = now
     await case.save()
     if level == Level.COMMUNITY and case.klass != Klass.PRIVATE and (case.klass == Klass.BIG or case.escalations):
@@ -888,14 +899,11 @@ async def ask_info(case_id: int, actor_id: int, question: str, now: datetime) ->
         event = await record(case, EventKind.INFO_REQUESTED, now, actor_id=actor_id, label=handler_label(case),
                              note=question)
     text = f"【说事 编号{case.number}】{handler_label(case)}想了解更多情况：{question}"
+    asked = Question(text + "\n请直接回复文字（也可以发语音）。", "text", max_len=NOTE_MAX)
     for account in accounts:
-        prompt = await create_prompt(openid=account.openid, flow=INFO_FLOW, step=INFO_STEP,
-                                     question=Question(text + "\n请直接回复文字（也可以发语音）。", "text",
-                                                       max_len=NOTE_MAX).to_json(),
-                                     data={"case_id": case.id, "event_id": event.id}, now=now,
-                                     days=CONTEXT.prompt_days, subject=f"case:{case.id}:info")
-        await enqueue(openid=account.openid, kind="text", payload={"content": prompt.question["text"]},
-                      idempotency_key=f"prompt:{prompt.id}", now=now, priority=Priority.NORMAL)
+        await push_prompt(openid=account.openid, flow=INFO_FLOW, step=INFO_STEP, question=asked,
+                          data={"case_id": case.id, "event_id": event.id}, now=now, days=CONTEXT.prompt_days,
+                          subject=f"case:{case.id}:info")
     return case
 
 
@@ -976,11 +984,9 @@ async def _ask_feedback(case: Case, now: datetime) -> None:
     question = feedback_question(case)
     ids = await follower_ids(case)
     for account in await WechatAccount.filter(resident_id__in=ids, channel__in=("oa", "chat")):
-        prompt = await create_prompt(openid=account.openid, flow=FEEDBACK_FLOW, step=FEEDBACK_STEP,
-                                     question=question.to_json(), data={"case_id": case.id, "round": case.reopened},
-                                     now=now, days=CONTEXT.feedback_days, subject=f"case:{case.id}:feedback")
-        await enqueue(openid=account.openid, kind="text", payload={"content": question.render()},
-                      idempotency_key=f"prompt:{prompt.id}", now=now)
+        await push_prompt(openid=account.openid, flow=FEEDBACK_FLOW, step=FEEDBACK_STEP, question=question,
+                          data={"case_id": case.id, "round": case.reopened}, now=now, days=CONTEXT.feedback_days,
+                          subject=f"case:{case.id}:feedback")
 
 
 async def _escalate(case: Case, rules: CaseRules, now: datetime, *, actor_id: int | None, reason: str,
@@ -1110,12 +1116,9 @@ async def feedback(case_id: int, resident_id: int, fixed: str, now: datetime, *,
             case.resolved_in_time = False
             rules = await rules_of(case.community_id)  # type: ignore[attr-defined]
             case.status = Status.IN_PROGRESS
-            case.due_at = deadline(now, rules.days_for(case.level, case.category), rules)
-            case.assignment += 1
+            await restart_deadline(case, deadline(now, rules.days_for(case.level, case.category), rules), now)
             case.updated_at = now
             await case.save()
-            await schedule_action("case.deadline", f"case:{case.id}", case.due_at, now,
-                                  key=f"case.deadline:{case.id}:{case.assignment}")
             # public without the words: they are in the feedback event, which joiners never see
             await record(case, EventKind.REOPENED, now, actor_id=resident_id, label="居民", public=True)
             reopened = True
@@ -1185,7 +1188,7 @@ async def add_to_agenda(case: Case, reason: str, now: datetime, *, by_id: int | 
     """Put the case on the next session of its community, or on ``session`` (a session of the
     case's community that staff chose); once per session, and a dropped item comes back."""
     if session is None:
-        day = next_session_day(now.astimezone(CONTEXT.tz).date())
+        day = next_session_day(local_today(now))
         session, _ = await DeliberationSession.get_or_create(community_id=case.community_id, day=day,  # type: ignore[attr-defined]
                                                              defaults={"created_at": now})
     item = await AgendaItem.get_or_none(session_id=session.id, case_id=case.id)
@@ -1205,9 +1208,16 @@ async def add_to_agenda(case: Case, reason: str, now: datetime, *, by_id: int | 
     return item
 
 
+async def agenda_day(case_id: int) -> date | None:
+    """The day of the coming session the case is on (not dropped, not held yet), if any."""
+    item = await AgendaItem.filter(case_id=case_id, dropped_at=None, session__held_at=None).order_by(
+        "session__day").prefetch_related("session").first()
+    return item.session.day if item else None
+
+
 async def drop_from_agenda(case: Case, reason: str, now: datetime, *, by_id: int | None = None) -> int:
     """Take the case off every upcoming session that has not been held."""
-    today = now.astimezone(CONTEXT.tz).date()
+    today = local_today(now)
     items = await AgendaItem.filter(case_id=case.id, dropped_at=None, session__held_at=None,
                                     session__day__gte=today)
     for item in items:

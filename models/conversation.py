@@ -118,6 +118,22 @@ async def create_prompt(
     )
 
 
+async def push_prompt(
+    *, openid: str, flow: str, step: str, question: Question, data: dict[str, Any], now: datetime, days: int,
+    subject: str = "",
+) -> PendingPrompt:
+    """Store a question the service asks on its own and write its push to the outbox (once per
+    prompt). The prompt is also shown at its recipient's next message until it has been seen, so a
+    refused push loses nothing."""
+    from models.outbox import enqueue
+
+    prompt = await create_prompt(openid=openid, flow=flow, step=step, question=question.to_json(), data=data,
+                                 now=now, days=days, subject=subject)
+    await enqueue(openid=openid, kind="text", payload={"content": question.render()},
+                  idempotency_key=f"prompt:{prompt.id}", now=now)
+    return prompt
+
+
 async def close_prompt(prompt_id: int, reason: str, now: datetime) -> bool:
     """Close a prompt once; returns False when it was already closed (a retry or a race)."""
     updated = await PendingPrompt.filter(id=prompt_id, closed_at=None).update(
