@@ -118,6 +118,9 @@ class Sender:
         self._ready: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._order = itertools.count()
         self._owned = 0  # claimed rows whose outcome is not yet written
+        # their ids: a row whose lease ran out while it waited here (a starved process) is claimed
+        # again by this same sender, and must not be queued twice
+        self._owned_ids: set[int] = set()
         self._progress = asyncio.Event()  # set when a claimed row is finished
         # sends in flight + accepted messages whose 'sent' mark is not yet written
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -167,7 +170,7 @@ class Sender:
                 except Exception:
                     log.exception("outbox sender: giving back %d claimed messages failed; they come back "
                                   "when their lease runs out", len(unstarted))
-                self._finished(len(unstarted))
+                self._finished(unstarted)
 
     async def drain_once(self) -> int:
         """Send what is due now (one claim of up to ``window``); returns how many were attempted."""
@@ -177,8 +180,10 @@ class Sender:
             return await self._claim(self.window)
 
     async def _claim(self, limit: int) -> int:
-        batch = await outbox.claim_due(self.clock.now(), limit=limit, lease=self.lease, openid=self.only_openid)
+        claimed = await outbox.claim_due(self.clock.now(), limit=limit, lease=self.lease, openid=self.only_openid)
+        batch = [message for message in claimed if message.id not in self._owned_ids]
         self._owned += len(batch)
+        self._owned_ids.update(message.id for message in batch)
         for message in batch:  # in (priority, id) order
             group = self._groups.get(message.openid)
             if group is None:
@@ -211,8 +216,9 @@ class Sender:
                 # anything still claimed and not sent (cancelled) comes back when its lease runs out
                 self._groups.clear()
 
-    def _finished(self, n: int) -> None:
-        self._owned -= n
+    def _finished(self, messages: list[Claimed]) -> None:
+        self._owned -= len(messages)
+        self._owned_ids.difference_update(message.id for message in messages)
         self._progress.set()
 
     async def _worker(self) -> None:
@@ -239,14 +245,14 @@ class Sender:
             accepted = False
         except BaseException:
             self._slots.release()
-            self._finished(1)
+            self._finished([message])
             raise
         if accepted:
             self._marks.append(message)  # its slot is given back once the mark is written
             self._marks_added.set()
         else:
             self._slots.release()
-            self._finished(1)
+            self._finished([message])
 
     async def _flusher(self) -> None:
         while True:
@@ -282,7 +288,7 @@ class Sender:
         except Exception:
             log.exception("outbox sender: recording the delivery of %d messages failed", len(marks))
         finally:
-            self._finished(len(marks))
+            self._finished(marks)
 
     async def _after_sent(self, messages: list[Claimed], now: datetime) -> None:
         """What a message reaching the phone settles: the prompts it carried count as delivered."""
