@@ -93,6 +93,27 @@ def not_found(message: str = "没有找到。") -> ApiError:
     return ApiError(404, "not_found", message)
 
 
+def invalid(field: str, message: str) -> ApiError:
+    """A 422 naming one field (``body.amount``, ``header.Idempotency-Key``)."""
+    return ApiError(422, "validation", f"提交的内容不符合要求：{field}", [FieldError(field=field, message=message)])
+
+
+def idempotency_key(http: web.Request, client_token: str | None = None, *, max_len: int = 64) -> str | None:
+    """The request's Idempotency-Key header, else the body's ``client_token``; None when neither.
+
+    A header that is not 1 to ``max_len`` visible ASCII characters, or a client_token that differs
+    from it, is a 422."""
+    header = http.headers.get("Idempotency-Key")
+    if header is None:
+        return client_token
+    header = header.strip()
+    if not 1 <= len(header) <= max_len or not header.isascii() or not header.isprintable() or " " in header:
+        raise invalid("header.Idempotency-Key", f"1 to {max_len} visible ASCII characters")
+    if client_token is not None and client_token != header:
+        raise invalid("body.client_token", "differs from the Idempotency-Key header")
+    return header
+
+
 # ---------------------------------------------------------------------------- sessions
 
 

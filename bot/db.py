@@ -27,6 +27,11 @@ MODEL_MODULES = [
     "models.service_days",
     "models.cases",
     "models.media",
+    "models.ledger",
+    "models.love_bank",
+    "models.activities",
+    "models.wishes",
+    "models.redemption",
 ]
 
 

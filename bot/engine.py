@@ -202,6 +202,9 @@ class Flow:
         roles: tuple[str, ...] = (),
         as_self: bool = False,
         interrupts: bool = False,
+        scenes: tuple[str, ...] = (),
+        takes_argument: bool = False,
+        in_menu: bool = True,
     ) -> None:
         self.name = name
         self.title = title
@@ -214,6 +217,13 @@ class Flow:
         self.as_self = as_self or bool(roles)
         # its keywords work even while another flow waits for an answer (like 取消)
         self.interrupts = interrupts
+        # QR scene prefixes ("checkin:") that start it for a bound follower who scans such a code;
+        # the entry reads the whole scene from ``data["scene"]``
+        self.scenes = scenes
+        # its keyword may be followed by a space and more ("签到 123456"); the entry reads msg.text
+        self.takes_argument = takes_argument
+        # listed among the staff's services in 菜单 (False: reached from another flow or by keyword)
+        self.in_menu = in_menu
         self.entry_fn: StepFn | None = None
         self.steps: dict[str, StepFn] = {}
 
@@ -329,6 +339,7 @@ class Engine:
         self.sender = sender  # bot.outbox.Sender: woken when something is written to the outbox
         self._keywords = {kw: f for f in flows for kw in f.keywords}
         self._menu_keys = {k: f for f in flows for k in f.menu_keys}
+        self._scenes = {p: f for f in flows for p in f.scenes}
         self._params: dict[StepFn, list[str]] = {}
 
     # -- state in the store
@@ -404,11 +415,11 @@ class Engine:
 
         prompts = await open_prompts(msg.openid, now)
         # a keyword starts its flow rather than answer a question that takes any text
-        answered = await self._answer_prompt(prompts, turn, keyword=word in self._keywords)
+        flow = self._keyword_flow(word)
+        answered = await self._answer_prompt(prompts, turn, keyword=flow is not None)
         if answered is not None:
             return expired_note + answered
 
-        flow = self._keywords.get(word) if word else None
         if flow is not None:
             return expired_note + await self._start(flow.name, turn)
         shown = await self._show_prompt(prompts, now)
@@ -423,6 +434,18 @@ class Engine:
         greeting = word.rstrip("!！。.~?？") in GREETINGS
         return await self._start(self.menu_flow, turn,
                                  prefix="您好！" if greeting else "抱歉，没有听懂您的意思。")
+
+    def _keyword_flow(self, word: str) -> Flow | None:
+        """The flow a message starts: its keyword, or a keyword that takes what follows ("签到 123456")."""
+        if not word:
+            return None
+        flow = self._keywords.get(word)
+        if flow is None and " " in word:
+            head, _, rest = word.partition(" ")
+            flow = self._keywords.get(head)
+            if flow is not None and not (flow.takes_argument and rest.strip()):
+                flow = None
+        return flow
 
     def _title(self, state: dict[str, Any]) -> str:
         flow = self.flows.get(state["flow"])
@@ -452,6 +475,10 @@ class Engine:
                 # Not bound yet: the binding flow reads the scene (a stairwell poster's code names
                 # the building) and sends a code it does not know on to the menu.
                 return await self._start(self.binding_flow, turn, prefix=greeting,
+                                         data={"scene": msg.event_key}, cancelled=state)
+            scened = next((f for p, f in self._scenes.items() if msg.event_key.startswith(p)), None)
+            if scened is not None:
+                return await self._start(scened.name, turn, prefix="" if not following else greeting,
                                          data={"scene": msg.event_key}, cancelled=state)
             return await self._start(self.menu_flow, turn, prefix=greeting, cancelled=state)
         if event == "unsubscribe":

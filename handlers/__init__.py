@@ -2,16 +2,20 @@
 
 from bot.engine import Flow
 from handlers import (
+    activities,
     binding,
     case_figures,
     case_sessions,
     cases,
     family,
+    love_bank,
     menu,
     notices,
     profile,
+    redemption,
     service_days,
     staff_records,
+    wishes,
 )
 
 ROUTERS: list[Flow] = [
@@ -37,6 +41,10 @@ ROUTERS: list[Flow] = [
     *cases.FLOWS,
     *case_sessions.FLOWS,
     *case_figures.FLOWS,
+    *love_bank.FLOWS,
+    *activities.FLOWS,
+    *wishes.FLOWS,
+    *redemption.FLOWS,
 ]
 WELCOME = menu.WELCOME
 
@@ -51,4 +59,8 @@ API_ROUTERS: list[ApiRouter] = [
     cases_api.api,
     case_sessions.api,
     case_figures.api,
+    love_bank.api,
+    activities.api,
+    wishes.api,
+    redemption.api,
 ]

@@ -19,7 +19,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 from redis.exceptions import LockError
 
-from bot.api import INT_MAX, ApiError, ApiRequest, ApiRouter, FieldError, FileBody, Query, Strict, not_found
+from bot.api import (
+    INT_MAX,
+    ApiError,
+    ApiRequest,
+    ApiRouter,
+    FileBody,
+    Query,
+    Strict,
+    idempotency_key,
+    invalid,
+    not_found,
+)
 from bot.store import key as store_key
 from models import cases, media
 from models.cases import (
@@ -334,8 +345,6 @@ class CaseSettingsOut(BaseModel):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "validation", f"提交的内容不符合要求：{field}", [FieldError(field=field, message=message)])
 
 
 def _iso_day(value: date | None) -> str | None:
@@ -553,15 +562,7 @@ async def _enters_for(actor: Resident, places: list[Place]) -> bool:
 
 
 def _idempotency_key(req: ApiRequest, body: CaseIn) -> str | None:
-    header = req.http.headers.get("Idempotency-Key")
-    if header is not None:
-        header = header.strip()
-        if not 1 <= len(header) <= 64 or not header.isascii() or not header.isprintable() or " " in header:
-            raise _invalid("header.Idempotency-Key", "1 to 64 visible ASCII characters")
-        if body.client_token is not None and body.client_token != header:
-            raise _invalid("body.client_token", "differs from the Idempotency-Key header")
-        return header
-    return body.client_token
+    return idempotency_key(req.http, body.client_token)
 
 
 async def _once(req: ApiRequest, actor: Resident, token: str, fingerprint: str,
@@ -580,7 +581,7 @@ async def _once(req: ApiRequest, actor: Resident, token: str, fingerprint: str,
             if raw:
                 seen = json.loads(raw)
                 if seen["fingerprint"] != fingerprint:
-                    raise _invalid("header.Idempotency-Key", "was used for a different report")
+                    raise invalid("header.Idempotency-Key", "was used for a different report")
                 if await Case.filter(id=seen["id"]).exists():
                     return int(seen["id"])
             new_id = await create()
@@ -595,14 +596,14 @@ def _check_case_in(body: CaseIn) -> None:
     if body.source is None:
         for name in ("resident_id", "contact"):
             if getattr(body, name) is not None:
-                raise _invalid(f"body.{name}", "only for staff entry (with source)")
+                raise invalid(f"body.{name}", "only for staff entry (with source)")
         return
     if body.for_resident_id is not None:
-        raise _invalid("body.for_resident_id", "not with source: staff enter with resident_id or contact")
+        raise invalid("body.for_resident_id", "not with source: staff enter with resident_id or contact")
     if (body.resident_id is None) == (body.contact is None):
-        raise _invalid("body.resident_id", "staff entry needs either resident_id or contact")
+        raise invalid("body.resident_id", "staff entry needs either resident_id or contact")
     if body.contact is not None and body.building_id is None:
-        raise _invalid("body.building_id", "required with contact")
+        raise invalid("body.building_id", "required with contact")
 
 
 async def _report(req: ApiRequest, actor: Resident, body: CaseIn) -> Case:
@@ -630,7 +631,7 @@ async def _report(req: ApiRequest, actor: Resident, body: CaseIn) -> Case:
         try:
             contact = normalize_mobile(str(body.contact))
         except UserFacingError as exc:
-            raise _invalid("body.contact", exc.message) from None
+            raise invalid("body.contact", exc.message) from None
     if body.building_id is not None:
         building = await Building.get_or_none(id=body.building_id)
         if building is None:
@@ -685,7 +686,7 @@ async def similar(req: ApiRequest) -> SimilarList:
     caller's own building."""
     q: SimilarQuery = req.query
     if (q.lat is None) != (q.lon is None):
-        raise _invalid("query.lon" if q.lon is None else "query.lat", "give lat and lon together")
+        raise invalid("query.lon" if q.lon is None else "query.lat", "give lat and lon together")
     actor, person = await _as_whom(req, q.for_resident_id)
     community_id = person.community_id  # type: ignore[attr-defined]
     building_id = q.building_id
@@ -716,7 +717,7 @@ async def list_cases(req: ApiRequest) -> CaseList:
     q: CasesQuery = req.query
     if q.queue:
         if q.for_resident_id is not None:
-            raise _invalid("query.for_resident_id", "not with queue")
+            raise invalid("query.for_resident_id", "not with queue")
         actor = await req.bound_actor()
         rows = await cases.queue_of(actor.id, req.now, limit=q.limit)
         return CaseList(items=[await _summary(c, "handler", req.now) for c in rows])
@@ -811,11 +812,11 @@ async def post_feedback(req: ApiRequest) -> CaseOut:
     body: FeedbackIn = req.body
     if body.fixed == Fixed.NO:
         if not body.comment:
-            raise _invalid("body.comment", "say what is still wrong")
+            raise invalid("body.comment", "say what is still wrong")
         if body.rating is not None:
-            raise _invalid("body.rating", "not with not_fixed")
+            raise invalid("body.rating", "not with not_fixed")
     elif body.rating is None:
-        raise _invalid("body.rating", "required unless not_fixed")
+        raise invalid("body.rating", "required unless not_fixed")
     actor, person = await _as_whom(req, body.for_resident_id)
     case = await cases.feedback(req.path["case_id"], person.id, body.fixed, req.now, rating=body.rating,
                                 comment=body.comment)
@@ -838,9 +839,9 @@ async def post_action(req: ApiRequest) -> CaseOut:
     for name in ("question", "note", "summary", "reason", "klass"):
         given = getattr(body, name) is not None
         if given != (name in needed):
-            raise _invalid(f"body.{name}", f"{'required' if not given else 'not used'} with {body.action}")
+            raise invalid(f"body.{name}", f"{'required' if not given else 'not used'} with {body.action}")
     if body.photos and body.action != "progress":
-        raise _invalid("body.photos", f"not used with {body.action}")
+        raise invalid("body.photos", f"not used with {body.action}")
     case_id, now = req.path["case_id"], req.now
     if body.action == "accept":
         await cases.accept(case_id, actor.id, now)

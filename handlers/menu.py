@@ -32,7 +32,8 @@ async def show_menu(resident: Resident | None, actor: Resident | None, engine: E
     if actor is not None:
         mine = await role_codes(actor.id)  # staff flows run as the person writing, not the elder
         items += [(flow.name, flow.title) for flow in engine.flows.values()
-                  if flow.roles and mine.intersection(flow.roles) and flow.entry_fn is not None]
+                  if flow.roles and mine.intersection(flow.roles) and flow.entry_fn is not None
+                  and flow.in_menu]
         if resident is not None and resident.id != actor.id and "act_self" in engine.flows:
             # the label is what the hint tells them to type, so it is a valid answer here too
             items.append(("act_self", "回到本人"))

@@ -34,10 +34,11 @@ from models import media
 from models.conversation import Question, choice, push_prompt, withdraw_prompts
 from models.errors import NotFound, UserFacingError
 from models.jobs import cancel_actions, register_action, schedule_action
-from models.outbox import Priority, enqueue
+from models.outbox import Priority
 from models.places import Building, Community, Grid
 from models.privacy import register_hold
 from models.proxies import acts_for
+from models.push import push_text
 from models.residents import Resident, WechatAccount
 from models.roles import Role, StaffRole, active_roles
 
@@ -563,14 +564,7 @@ def when_zh(when: datetime | None) -> str:
 
 async def _push(resident_ids: list[int], text: str, key: str, now: datetime,
                 priority: int = Priority.NORMAL) -> int:
-    """Write ``text`` down for every WeChat account of these residents (once per key)."""
-    if not resident_ids:
-        return 0
-    accounts = await WechatAccount.filter(resident_id__in=resident_ids, channel__in=("oa", "chat"))
-    for account in accounts:
-        await enqueue(openid=account.openid, kind="text", payload={"content": text},
-                      idempotency_key=f"{key}:{account.openid}", now=now, priority=priority)
-    return len(accounts)
+    return await push_text(resident_ids, text, key, now, priority)
 
 
 async def proxy_of(case: Case) -> int | None:

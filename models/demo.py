@@ -6,7 +6,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
-from models.places import Building, Canteen, Community, Grid, SubDistrict
+from models.places import Building, Canteen, Community, Grid, Shop, SubDistrict
 from models.residents import Resident, ResidentStatus, WechatAccount
 from models.roles import Role, grant
 
@@ -40,7 +40,13 @@ STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
     ("demo-property", "钱物业", "13904180005", "米家社区", None, "3号楼", "2", "101", Role.PROPERTY),
     ("demo-mediator", "孔调解", "13904180006", "米家社区", "第一网格", "2号楼", "1", "301", Role.MEDIATOR),
     ("demo-street", "冯街道", "13904180007", "米家社区", None, "5号楼", "1", "201", Role.SUBDISTRICT_STAFF),
+    # 爱心银行: the activity organiser of 米家社区 and the partner shop's clerk
+    ("demo-organiser", "吴组织", "13904180008", "米家社区", None, "2号楼", "2", "302", Role.ORGANISER),
+    ("demo-shop", "郑商户", "13904180030", "米家社区", None, "4号楼", "1", "301", Role.SHOP),
 ]
+
+# the partner shops of the love bank, by community
+SHOPS = {"米家社区": ["米家便民超市"]}
 
 # Imported by staff, no WeChat yet: typing these details leads to the grid worker's check.
 RESIDENTS = [
@@ -68,6 +74,8 @@ async def load_demo(now: datetime) -> bool:
                         name=bname, community=community, grid=grid, lat=lat, lon=lon
                     )
         await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
+        shops = {name: await Shop.create(name=name, community=communities[cname])
+                 for cname, names in SHOPS.items() for name in names}
         for openid, name, mobile, cname, staff_grid, bname, unit, room, role in STAFF:
             person = await Resident.create(
                 name=name, mobile=mobile, community=communities[cname],
@@ -77,6 +85,8 @@ async def load_demo(now: datetime) -> bool:
             scope = grids[(cname, staff_grid)].id if staff_grid else communities[cname].id
             if role == Role.SUBDISTRICT_STAFF:
                 scope = sub.id
+            if role == Role.SHOP:
+                scope = shops[SHOPS[cname][0]].id
             await grant(resident_id=person.id, role=role, scope_id=scope, now=now, by_label="demo")
             await WechatAccount.create(openid=openid, channel="chat", resident=person,
                                        created_at=now, subscribed_at=now)
@@ -86,4 +96,16 @@ async def load_demo(now: datetime) -> bool:
                 building=buildings[(cname, bname)], unit=unit, room=room,
                 status=ResidentStatus.VERIFIED, source="import", created_at=now, verified_at=now,
             )
+        # 爱心银行: what 米家社区's members can redeem points for
+        from models.redemption import CatalogueItem, ItemKind
+
+        mijia, supermarket = communities["米家社区"], shops["米家便民超市"]
+        for shop, kind, name, price, stock, limit, days in [
+            (supermarket, ItemKind.GOODS, "食用油一桶", 120, 20, 1, 30),
+            (supermarket, ItemKind.GOODS, "洗衣液一瓶", 60, 30, 2, 30),
+            (None, ItemKind.SERVICE, "志愿理发一次", 30, 50, 0, 30),
+            (None, ItemKind.MEAL, "助餐券（一餐）", 15, 200, 10, 60),
+        ]:
+            await CatalogueItem.create(community=mijia, shop=shop, kind=kind, name=name, price=price, stock=stock,
+                                       per_person_limit=limit, valid_days=days, created_at=now)
         return True

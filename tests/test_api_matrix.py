@@ -29,6 +29,10 @@ from models.proxies import decide_link, request_link
 from models.residents import Resident, WechatAccount
 from models.roles import Role, StaffRole, grant
 from models.service_days import plan_day
+from tests.test_activities_api import MATRIX_CHECKIN_CODE, matrix_activities
+from tests.test_love_bank_api import matrix_love_bank
+from tests.test_redemption_api import MATRIX_CODE, matrix_redemption
+from tests.test_wishes import matrix_wishes
 
 NOW = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 ACTORS = ("anon", "unbound", "self", "elder", "stranger", "grid", "grid_other", "staff", "staff_other",
@@ -108,6 +112,10 @@ async def build_world(client: Any) -> World:
                  "case": small_case.id, "private_case": private_case.id, "big_case": big_case.id,
                  "session": agenda_item.session_id, "agenda_item": agenda_item.id,  # type: ignore[attr-defined]
                  "progress": (await CaseEvent.get(case_id=note.id, kind=EventKind.PROGRESS)).id, "first": 1}
+    world.ids.update(await matrix_wishes(me, elder, volunteer, NOW))
+    world.ids.update(await matrix_redemption(me, elder, NOW))
+    world.ids.update(await matrix_love_bank(elder, NOW))
+    world.ids.update(await matrix_activities(volunteer, NOW))
     return world
 
 
@@ -144,7 +152,7 @@ class Row:
     expect: dict[str, int]
     target: dict[str, str] = field(default_factory=dict)  # path parameter → world id
     body: Body | None = None
-    query: str = ""  # appended to the path, e.g. "category=lighting"
+    query: str | Callable[[World], str] = ""  # appended to the path, e.g. "category=lighting"
 
 
 def _login_body(world: World) -> dict[str, str]:
@@ -262,6 +270,80 @@ TABLE: list[Row] = [
     # workers, community and sub-district staff; anyone else has no unit (a unit outside one's scope: 404 too,
     # tests/test_case_figures.py)
     Row("GET", "/case-figures", only(200, "grid", "grid_other", "staff", "staff_other", "subdistrict")),
+    # -- 微心愿 (handlers/wishes.py): the elder's open wish and her wish the volunteer said is done, and self's
+    # wish the volunteer claimed. 米家's people see them (the public side); self acts for the elder, the grid worker
+    # and community staff look after her; only the volunteer may claim; staff confirm only for a resident without
+    # WeChat (she has the mini-program) or 7 days after the volunteer said it was done.
+    Row("GET", "/wishes", everyone(200, unbound=409)),
+    Row("POST", "/wishes", everyone(201, unbound=409), body=lambda w: {"text": "想请人帮忙贴春联"}),
+    Row("GET", "/wishes/{wish_id}", only(200, *MIJIA), {"wish_id": "wish_open"}),
+    Row("POST", "/wishes/{wish_id}/claim", only(409, *MIJIA) | {"volunteer": 200}, {"wish_id": "wish_open"}),
+    Row("POST", "/wishes/{wish_id}/release", only(409, *MIJIA) | {"volunteer": 200}, {"wish_id": "wish_claimed"}),
+    Row("POST", "/wishes/{wish_id}/fulfil", only(409, *MIJIA) | {"volunteer": 200}, {"wish_id": "wish_claimed"}),
+    Row("POST", "/wishes/{wish_id}/confirm", only(409, *MIJIA) | {"self": 200, "elder": 200}, {"wish_id": "wish_done"}),
+    Row("POST", "/wishes/{wish_id}/reject", only(409, *MIJIA) | {"self": 200, "elder": 200}, {"wish_id": "wish_done"},
+        body=lambda w: {"reason": "还是不亮"}),
+    Row("POST", "/wishes/{wish_id}/cancel", only(409, *MIJIA) | {"self": 200, "elder": 200, "grid": 200, "staff": 200},
+        {"wish_id": "wish_open"}, body=lambda w: {"reason": "内容不当"}),
+    # -- 兑换 (handlers/redemption.py): self holds 170 points, an unused voucher (MATRIX_CODE) for the community's own
+    # haircut and a pending donation to the elder. Everyone bound lists their community's catalogue and their own
+    # vouchers; 米家's staff manage its catalogue and take its own items' vouchers (a shop's clerk takes the shop's);
+    # only self affords the oil (米家's other people have no points: 409; other communities cannot redeem it: 404),
+    # and only self has points to give (the elder would give to herself: 409).
+    Row("GET", "/catalogue", everyone(200, unbound=409)),
+    Row("POST", "/catalogue", only(201, "staff"),
+        body=lambda w: {"community_id": w.ids["mijia"], "kind": "goods", "name": "大米一袋", "price": 80, "stock": 10,
+                        "valid_days": 30}),
+    Row("PATCH", "/catalogue/{item_id}", only(200, "staff"), {"item_id": "catalogue_item"},
+        body=lambda w: {"stock": 9}),
+    Row("POST", "/redemptions", only(409, *MIJIA) | {"self": 201}, body=lambda w: {"item_id": w.ids["catalogue_item"]}),
+    Row("GET", "/vouchers", everyone(200, unbound=409)),
+    Row("POST", "/vouchers/check", only(200, "staff"), body=lambda w: {"code": MATRIX_CODE}),
+    Row("POST", "/vouchers/use", only(200, "staff"), body=lambda w: {"code": MATRIX_CODE}),
+    Row("GET", "/vouchers/{voucher_id}", only(200, "self", "staff"), {"voucher_id": "voucher"}),
+    Row("GET", "/vouchers/{voucher_id}/qr", only(200, "self", "staff"), {"voucher_id": "voucher"}),
+    Row("POST", "/vouchers/{voucher_id}/cancel", only(200, "self", "staff"), {"voucher_id": "voucher"}),
+    Row("POST", "/donations", everyone(409, unbound=409) | {"self": 201},
+        body=lambda w: {"recipient_mobile": "13904180011", "amount": 10}),
+    Row("POST", "/donations/{donation_id}/confirm", only(200, "self"), {"donation_id": "donation"}),
+    Row("POST", "/donations/{donation_id}/cancel", only(200, "self"), {"donation_id": "donation"}),
+    # -- 爱心银行 hub, figures, corrections (handlers/love_bank.py): everyone bound has points; settings and
+    # corrections are for the community's staff (the elder's entry, her record); figures for community staff
+    # (their own community) and sub-district staff; a statement for the member, her proxy and her community's staff
+    Row("GET", "/points", everyone(200, unbound=409)),
+    Row("PUT", "/points/preferences", everyone(200, unbound=409), body=lambda w: {"named_in_rankings": True}),
+    Row("GET", "/love-bank/settings", only(200, "staff", "staff_other")),  # no community_id: their own
+    Row("PUT", "/love-bank/settings", only(200, "staff", "staff_other"), body=lambda w: {"wish_points": 12}),
+    Row("GET", "/ledger/entries", only(200, "staff"), query=lambda w: f"resident_id={w.ids['elder']}"),
+    Row("POST", "/ledger/entries/{entry_id}/reverse", only(201, "staff"), {"entry_id": "love_entry"},
+        body=lambda w: {"reason": "记错了人"}),
+    Row("POST", "/ledger/adjustments", only(201, "staff"),
+        body=lambda w: {"resident_id": w.ids["elder"], "amount": 5, "reason": "补记", "client_token": "matrix-adj"}),
+    Row("GET", "/love-bank/figures", only(200, "staff", "staff_other", "subdistrict")),
+    Row("GET", "/love-bank/statement", only(200, "self", "elder", "staff"),
+        query=lambda w: f"resident_id={w.ids['elder']}"),
+    # -- 活动 (handlers/activities.py): 吴组织's activity tomorrow and one running now, the volunteer signed up for
+    # both (not checked in; an hour declared on the running one). 米家's people see and join them; its community
+    # staff run them (an organiser only their own); only the volunteer has a place to give back, check in or declare.
+    Row("POST", "/activities", only(201, "staff"),
+        body=lambda w: {"community_id": w.ids["mijia"], "title": "清扫楼道", "kind": "environment", "place": "3号楼",
+                        "date": "2026-11-29", "starts": "09:00", "ends": "11:00", "slots": 5}),
+    Row("GET", "/activities", everyone(200, unbound=409)),
+    Row("GET", "/activities/{activity_id}", only(200, *MIJIA), {"activity_id": "activity"}),
+    Row("POST", "/activities/{activity_id}/cancel", only(200, "staff"), {"activity_id": "activity"},
+        body=lambda w: {"reason": "场地检修"}),
+    Row("POST", "/activities/{activity_id}/signup", only(200, *MIJIA), {"activity_id": "activity"}),
+    Row("DELETE", "/activities/{activity_id}/signup", only(200, "volunteer"), {"activity_id": "activity"}),
+    Row("GET", "/activities/{activity_id}/checkin-qr", only(200, "staff"), {"activity_id": "activity"}),
+    Row("POST", "/activities/{activity_id}/checkin", only(409, *MIJIA) | {"volunteer": 200}, {"activity_id": "running"},
+        body=lambda w: {"code": MATRIX_CHECKIN_CODE}),
+    Row("POST", "/activities/{activity_id}/hours", only(409, *MIJIA) | {"volunteer": 200}, {"activity_id": "running"},
+        body=lambda w: {"minutes": 90, "note": "提前到了"}),
+    Row("GET", "/activities/{activity_id}/signups", only(200, "staff"), {"activity_id": "activity"}),
+    Row("POST", "/activities/{activity_id}/signups/{signup_id}/attendance", only(200, "staff"),
+        {"activity_id": "running", "signup_id": "running_signup"}, body=lambda w: {"attended": True}),
+    Row("POST", "/activities/{activity_id}/signups/{signup_id}/review", only(200, "staff"),
+        {"activity_id": "running", "signup_id": "running_signup"}, body=lambda w: {"approve": True}),
 ]
 
 CASES = [pytest.param(row, actor, id=f"{row.method} {row.path} as {actor}") for row in TABLE for actor in ACTORS]
@@ -285,7 +367,8 @@ async def test_authorization(client: Any, demo: None, row: Row, actor: str) -> N
         path = path.replace("{" + name + "}", str(world.ids[ref]))
     headers = {"Authorization": f"Bearer {world.tokens[actor]}"} if actor != "anon" else {}
     body = row.body(world) if row.body else None
-    resp = await client.request(row.method, "/api/v1" + path + ("?" + row.query if row.query else ""), json=body,
+    query = row.query(world) if callable(row.query) else row.query
+    resp = await client.request(row.method, "/api/v1" + path + ("?" + query if query else ""), json=body,
                                 headers=headers)
     text = await resp.text(errors="replace")  # a photo is bytes
     assert resp.status == row.expect[actor], f"{row.method} {path} as {actor}: {resp.status} {text}"
