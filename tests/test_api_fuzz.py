@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -22,6 +23,7 @@ import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import AcceptedNegativeData, FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -123,6 +125,36 @@ def test_the_served_spec_is_the_one_fuzzed(server: Server) -> None:
     assert requests.get(server.url + "/api/v1/openapi.json", timeout=30).json() == json.loads(json.dumps(SPEC))
 
 
+def _declared_query(method: str, path: str) -> set[str]:
+    operation = SPEC["paths"][path][method.lower()]
+    return {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+
+
+def _invalid_parts(message: str) -> list[str]:
+    """The invalid components a negative-data failure lists ("query: violates `enum`"...)."""
+    return [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+
+
+def _call_and_validate(case: Any, server: Server, headers: dict[str, str] | None = None) -> None:
+    """Schemathesis' call_and_validate, minus one false alarm: a negative GET whose invalid part never
+    left the client (an extra query parameter with an empty list for a value is not sent, and the test
+    adds the Authorization header a negative case leaves out) is a valid request, and its 200 is right."""
+    response = case.call(base_url=server.url, headers=headers)
+    try:
+        case.validate_response(response, checks=CHECKS, headers=headers)
+    except FailureGroup as group:
+        sent = parse_qsl(urlsplit(response.request.url or "").query, keep_blank_values=True)
+        keys = [key for key, _ in sent]
+        valid_get = (case.method.upper() == "GET" and len(keys) == len(set(keys))
+                     and set(keys) <= _declared_query(case.method, case.path))
+        harmless = ("query: violates `additionalProperties`", "header: violates `required`")
+        unsent = all(isinstance(e, AcceptedNegativeData) and _invalid_parts(e.message)
+                     and all(part.startswith(harmless) for part in _invalid_parts(e.message))
+                     for e in group.exceptions)
+        if not (valid_get and unsent):
+            raise
+
+
 def _headers(server: Server, case: Any, token: str) -> dict[str, str]:
     if (case.method.upper(), case.path) in THROWAWAY:
         token = server.login(f"fuzz-throwaway-{next(_codes)}")
@@ -142,16 +174,16 @@ def resident_token(server: Server) -> str:
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_as_staff(case: Any, server: Server, staff_token: str) -> None:
-    case.call_and_validate(base_url=server.url, headers=_headers(server, case, staff_token), checks=CHECKS)
+    _call_and_validate(case, server, _headers(server, case, staff_token))
 
 
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_as_resident(case: Any, server: Server, resident_token: str) -> None:
-    case.call_and_validate(base_url=server.url, headers=_headers(server, case, resident_token), checks=CHECKS)
+    _call_and_validate(case, server, _headers(server, case, resident_token))
 
 
 @schema.parametrize()
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_without_login(case: Any, server: Server) -> None:
-    case.call_and_validate(base_url=server.url, checks=CHECKS)
+    _call_and_validate(case, server)

@@ -347,7 +347,7 @@ async def test_export_scope_and_community(world: Config, clock: FrozenClock, tmp
     await export_residents(by_mobile=GRID, out=tmp_path / "grid.csv", fmt="csv", now=clock.now())
     names = {r["姓名"] for r in read_csv(tmp_path / "grid.csv")}
     # the grid worker's grid only (第一网格: 1-3号楼), not 赵网格 in 4号楼
-    assert names == {"李网格", "王秀兰", "张德福", "周社工", "孙志愿", "钱管理", "钱物业", "孔调解"}
+    assert names == {"李网格", "王秀兰", "张德福", "周社工", "孙志愿", "钱管理", "钱物业", "孔调解", "吴组织"}
     with pytest.raises(UserFacingError, match="新邱社区不在您的管理范围内"):
         await export_residents(by_mobile=STAFF, out=tmp_path / "x.csv", fmt="csv", now=clock.now(),
                                community="新邱社区")
