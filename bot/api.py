@@ -29,8 +29,10 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
+from redis.exceptions import LockError
 
 from bot.config import Config
+from bot.store import key as store_key
 from models.errors import Forbidden, NotFound, UserFacingError
 from models.residents import Resident, WechatAccount
 
@@ -112,6 +114,36 @@ def idempotency_key(http: web.Request, client_token: str | None = None, *, max_l
     if client_token is not None and client_token != header:
         raise invalid("body.client_token", "differs from the Idempotency-Key header")
     return header
+
+
+IDEMPOTENCY_HOURS = 24
+
+
+async def once(store: Any, kind: str, actor_id: int, token: str, fingerprint: str,
+               create: Callable[[], Awaitable[int]], exists: Callable[[int], Awaitable[bool]], *,
+               what: str, busy: str) -> int:
+    """Run ``create`` once per (kind, caller, token) within IDEMPOTENCY_HOURS and answer the id it
+    made; a retry gets that id again while ``exists(id)``.
+
+    The token's record lives in the store under a lock, so copies of one request arriving together
+    run one after the other and the later ones find the first's id. The same token with another
+    ``fingerprint`` (of the request's body) is a 422 naming ``what`` (as the IETF Idempotency-Key
+    draft says); a copy still waiting for the lock after 15 s is a 409 saying ``busy``."""
+    name = store_key("api", "once", kind, str(actor_id), hashlib.sha256(token.encode()).hexdigest())
+    try:
+        async with store.lock(name + ":lock", timeout=30, blocking_timeout=15):
+            raw = await store.get(name)
+            if raw:
+                seen = json.loads(raw)
+                if seen["fingerprint"] != fingerprint:
+                    raise invalid("header.Idempotency-Key", f"was used for a different {what}")
+                if await exists(int(seen["id"])):
+                    return int(seen["id"])
+            new_id = await create()
+            await store.set(name, json.dumps({"id": new_id, "fingerprint": fingerprint}), ex=IDEMPOTENCY_HOURS * 3600)
+            return new_id
+    except LockError:
+        raise ApiError(409, "in_progress", busy) from None
 
 
 # ---------------------------------------------------------------------------- sessions

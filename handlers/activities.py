@@ -10,14 +10,12 @@ The rules live in models/activities.py; both surfaces call the same operations.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
-from redis.exceptions import LockError
 
 from bot.api import (
     INT_MAX,
@@ -29,9 +27,9 @@ from bot.api import (
     Strict,
     idempotency_key,
     invalid,
+    once,
 )
 from bot.engine import REPLY_MAX_CHARS, Ask, Done, Engine, Flow, Goto, Inbound, Question, choice, confirm, free_text
-from bot.store import key as store_key
 from bot.wxclient import WeChatAPIError, WeChatUnavailable
 from models import media
 from models.activities import (
@@ -732,7 +730,6 @@ KindCode = Literal[tuple(t.code for t in ACTIVITY_TYPES)]  # type: ignore[valid-
 KIND_DOC = "one of: " + ", ".join(f"{t.code} {t.label}" for t in ACTIVITY_TYPES)
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 DAY = r"^\d{4}-\d{2}-\d{2}$"
-IDEMPOTENCY_HOURS = 24
 
 
 class ActivityIn(Strict):
@@ -882,28 +879,6 @@ def _idempotency_key(req: ApiRequest, body: ActivityIn) -> str | None:
     return idempotency_key(req.http, body.client_token)
 
 
-async def _once(req: ApiRequest, actor: Resident, token: str, fingerprint: str,
-                create: Callable[[], Awaitable[int]]) -> int:
-    """Run ``create`` once per (caller, token) within IDEMPOTENCY_HOURS; a retry gets the first id
-    (the record is kept in the store under a lock, so copies arriving together run one at a time)."""
-    store = req.services.store
-    name = store_key("api", "once", "activities", str(actor.id), hashlib.sha256(token.encode()).hexdigest())
-    try:
-        async with store.lock(name + ":lock", timeout=30, blocking_timeout=15):
-            raw = await store.get(name)
-            if raw:
-                seen = json.loads(raw)
-                if seen["fingerprint"] != fingerprint:
-                    raise invalid("header.Idempotency-Key", "was used for a different activity")
-                if await Activity.filter(id=seen["id"]).exists():
-                    return int(seen["id"])
-            new_id = await create()
-            await store.set(name, json.dumps({"id": new_id, "fingerprint": fingerprint}), ex=IDEMPOTENCY_HOURS * 3600)
-            return new_id
-    except LockError:
-        raise ApiError(409, "in_progress", "上一次提交还在处理中，请稍后查看。") from None
-
-
 @api.route("POST", "/activities", summary="Publish an activity (organisers, community staff)", body=ActivityIn,
            response=ActivityOut, status=201, errors=(404, 409))
 async def post_activity(req: ApiRequest) -> ActivityOut:
@@ -933,7 +908,9 @@ async def post_activity(req: ApiRequest) -> ActivityOut:
         activity_id = await create()
     else:
         fingerprint = hashlib.sha256(body.model_dump_json(exclude={"client_token"}).encode()).hexdigest()
-        activity_id = await _once(req, actor, token, fingerprint, create)
+        activity_id = await once(req.services.store, "activities", actor.id, token, fingerprint, create,
+                    lambda found: Activity.filter(id=found).exists(), what="activity",
+                    busy="上一次提交还在处理中，请稍后查看。")
     return await _activity_out(await Activity.get(id=activity_id), actor)
 
 

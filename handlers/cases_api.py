@@ -11,17 +11,13 @@ cases and case settings answer the admin 404 like any outsider.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
-from redis.exceptions import LockError
 
 from bot.api import (
     INT_MAX,
-    ApiError,
     ApiRequest,
     ApiRouter,
     FileBody,
@@ -30,8 +26,8 @@ from bot.api import (
     idempotency_key,
     invalid,
     not_found,
+    once,
 )
-from bot.store import key as store_key
 from models import cases, media
 from models.cases import (
     CATEGORIES,
@@ -81,7 +77,6 @@ TimedLevel = Literal[tuple(level for level in LEVEL_LABELS if level != Level.PRO
 
 ENTERERS = (Role.COMMUNITY_STAFF, Role.GRID_WORKER)  # may enter a case for someone (office visit, hotline)
 SETTERS = (Role.COMMUNITY_STAFF, Role.SUBDISTRICT_STAFF)  # may change a community's case settings
-IDEMPOTENCY_HOURS = 24
 CATEGORY_DOC = "one of: " + ", ".join(f"{c.code} {c.label}" for c in CATEGORIES)
 
 # events residents make: their names are shown to handlers and to themselves, not to other residents
@@ -565,33 +560,6 @@ def _idempotency_key(req: ApiRequest, body: CaseIn) -> str | None:
     return idempotency_key(req.http, body.client_token)
 
 
-async def _once(req: ApiRequest, actor: Resident, token: str, fingerprint: str,
-                create: Callable[[], Awaitable[int]]) -> int:
-    """Run ``create`` once per (caller, token) within IDEMPOTENCY_HOURS; a retry gets the first id.
-
-    The token's record lives in the store (Redis) under a lock, so two copies of one request
-    arriving together run one after the other and the second finds the first's case. The same
-    token with a different body is refused (422), as the IETF Idempotency-Key draft says.
-    """
-    store = req.services.store
-    name = store_key("api", "once", "cases", str(actor.id), hashlib.sha256(token.encode()).hexdigest())
-    try:
-        async with store.lock(name + ":lock", timeout=30, blocking_timeout=15):
-            raw = await store.get(name)
-            if raw:
-                seen = json.loads(raw)
-                if seen["fingerprint"] != fingerprint:
-                    raise invalid("header.Idempotency-Key", "was used for a different report")
-                if await Case.filter(id=seen["id"]).exists():
-                    return int(seen["id"])
-            new_id = await create()
-            await store.set(name, json.dumps({"id": new_id, "fingerprint": fingerprint}),
-                            ex=IDEMPOTENCY_HOURS * 3600)
-            return new_id
-    except LockError:
-        raise ApiError(409, "in_progress", "上一次提交还在处理中，请稍后在“我的事”里查看。") from None
-
-
 def _check_case_in(body: CaseIn) -> None:
     if body.source is None:
         for name in ("resident_id", "contact"):
@@ -667,7 +635,9 @@ async def post_case(req: ApiRequest) -> CaseOut:
             return (await _report(req, actor, body)).id
 
         fingerprint = hashlib.sha256(body.model_dump_json(exclude={"client_token"}).encode()).hexdigest()
-        case = await Case.get(id=await _once(req, actor, token, fingerprint, create))
+        case = await Case.get(id=await once(req.services.store, "cases", actor.id, token, fingerprint, create,
+                    lambda found: Case.filter(id=found).exists(), what="report",
+                    busy="上一次提交还在处理中，请稍后在“我的事”里查看。"))
     access = await cases.access_of(actor.id, case)
     if access is not None:
         return await _case_out(case, access, actor, actor, req.now)

@@ -65,6 +65,7 @@ from models.redemption import (
     cancel_donation,
     cancel_voucher,
     catalogue_of,
+    code_png,
     confirm_donation,
     create_donation,
     create_item,
@@ -80,7 +81,6 @@ from models.redemption import (
     use_voucher,
     valid_until,
     voucher_of,
-    voucher_png,
     voucher_to_take,
     vouchers_of,
     where_of,
@@ -116,7 +116,7 @@ async def voucher_card(voucher: Voucher) -> str:
 
 async def send_qr(voucher: Voucher, openid: str, now: datetime) -> None:
     """The voucher's QR code as an image message (the outbox uploads our stored copy to WeChat)."""
-    stored = await media.store(voucher_png(voucher.code), now)
+    stored = await media.store(code_png(voucher.code), now)
     await enqueue(openid=openid, kind="image", payload=media.image_payload({"stored": stored}, now),
                   idempotency_key=f"voucher:{voucher.id}:qr:{openid}:{now.isoformat()}", now=now,
                   priority=Priority.REPLY)
@@ -689,7 +689,7 @@ async def get_voucher_qr(req: ApiRequest) -> FileBody:
     """The QR code the partner scans; it carries the voucher's code. Seen as GET /vouchers/{voucher_id}."""
     actor = await req.bound_actor()
     voucher = await voucher_of(req.path["voucher_id"], actor.id)
-    return FileBody(voucher_png(voucher.code), f"voucher-{voucher.code}.png", inline=True)
+    return FileBody(code_png(voucher.code), f"voucher-{voucher.code}.png", inline=True)
 
 
 @api.route("POST", "/vouchers/{voucher_id}/cancel", summary="Cancel an unused voucher", response=VoucherOut,

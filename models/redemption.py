@@ -626,8 +626,8 @@ async def _warn_due(target: str, now: datetime) -> None:
                     f"voucher:{voucher.id}:warn", now)
 
 
-def voucher_png(code: str) -> bytes:
-    """The voucher's QR code as a PNG: it carries the code itself, for the partner's scanner."""
+def code_png(code: str) -> bytes:
+    """A code as a QR PNG (a voucher for the partner's scanner, a meal booking for the canteen's counter)."""
     buffer = io.BytesIO()
     segno.make_qr(code, error="m", boost_error=False).save(buffer, kind="png", scale=8, border=4)
     return buffer.getvalue()
