@@ -31,6 +31,7 @@ MODEL_MODULES = [
     "models.love_bank",
     "models.activities",
     "models.wishes",
+    "models.canteen",
     "models.redemption",
 ]
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
+from models.facts import BIRTH_DATE, declare
 from models.places import Building, Canteen, Community, Grid, Shop, SubDistrict
 from models.residents import Resident, ResidentStatus, WechatAccount
 from models.roles import Role, grant
@@ -43,6 +44,8 @@ STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
     # 爱心银行: the activity organiser of 米家社区 and the partner shop's clerk
     ("demo-organiser", "吴组织", "13904180008", "米家社区", None, "2号楼", "2", "302", Role.ORGANISER),
     ("demo-shop", "郑商户", "13904180030", "米家社区", None, "4号楼", "1", "301", Role.SHOP),
+    # 幸福食堂: the canteen's counter and kitchen
+    ("demo-canteen", "陈食堂", "13904180031", "米家社区", None, "5号楼", "2", "102", Role.CANTEEN_STAFF),
 ]
 
 # the partner shops of the love bank, by community
@@ -53,6 +56,12 @@ RESIDENTS = [
     ("王秀兰", "13904180011", "米家社区", "1号楼", "2", "301"),
     ("张德福", "13904180012", "米家社区", "2号楼", "1", "502"),
 ]
+
+# 幸福食堂's diners: an elder who follows the account (openid for `linli chat --as`)
+ELDERS = [("demo-elder", "刘桂芳", "13904180032", "米家社区", "5号楼", "1", "201")]
+# verified by community staff: her date of birth and statuses, which the canteen's prices read
+# (80 years old: 30% off the menu price once she has deposited 120 yuan at the counter)
+FACTS = {"刘桂芳": ("1946-04-12", ["lives_alone"])}
 
 
 async def load_demo(now: datetime) -> bool:
@@ -73,7 +82,7 @@ async def load_demo(now: datetime) -> bool:
                     buildings[(cname, bname)] = await Building.create(
                         name=bname, community=community, grid=grid, lat=lat, lon=lon
                     )
-        await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
+        canteen = await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
         shops = {name: await Shop.create(name=name, community=communities[cname])
                  for cname, names in SHOPS.items() for name in names}
         for openid, name, mobile, cname, staff_grid, bname, unit, room, role in STAFF:
@@ -87,6 +96,8 @@ async def load_demo(now: datetime) -> bool:
                 scope = sub.id
             if role == Role.SHOP:
                 scope = shops[SHOPS[cname][0]].id
+            if role == Role.CANTEEN_STAFF:
+                scope = canteen.id
             await grant(resident_id=person.id, role=role, scope_id=scope, now=now, by_label="demo")
             await WechatAccount.create(openid=openid, channel="chat", resident=person,
                                        created_at=now, subscribed_at=now)
@@ -96,6 +107,22 @@ async def load_demo(now: datetime) -> bool:
                 building=buildings[(cname, bname)], unit=unit, room=room,
                 status=ResidentStatus.VERIFIED, source="import", created_at=now, verified_at=now,
             )
+        for openid, name, mobile, cname, bname, unit, room in ELDERS:
+            elder = await Resident.create(
+                name=name, mobile=mobile, community=communities[cname],
+                building=buildings[(cname, bname)], unit=unit, room=room,
+                status=ResidentStatus.VERIFIED, source="import", created_at=now, verified_at=now,
+            )
+            await WechatAccount.create(openid=openid, channel="chat", resident=elder,
+                                       created_at=now, subscribed_at=now)
+        staff = await Resident.get(mobile="13904180003")
+        for name, (birth, statuses) in FACTS.items():
+            diner = await Resident.get(name=name, community=communities["米家社区"])
+            await declare(resident_id=diner.id, code=BIRTH_DATE, value=birth, now=now, by_id=staff.id,
+                          source="staff", verified=True)
+            for code in statuses:
+                await declare(resident_id=diner.id, code=code, now=now, by_id=staff.id, source="staff",
+                              verified=True)
         # 爱心银行: what 米家社区's members can redeem points for
         from models.redemption import CatalogueItem, ItemKind
 

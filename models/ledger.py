@@ -1,8 +1,9 @@
 """The ledger: every point (and, for the canteen, every fen) the service moves, double-entry.
 
 - An ``Account`` holds one asset (points or fen) and belongs to a community (its issuing,
-  escrow and expiry accounts), a resident (their points, later their canteen wallet) or a
-  partner shop (what its vouchers were redeemed for).
+  escrow and expiry accounts), a resident (their points; their canteen wallet and what it holds
+  for booked meals), a partner shop (what its vouchers were redeemed for) or a canteen (its
+  takings, its counter, and its government and enterprise subsidies).
 - An ``Entry`` moves a positive integer amount from one account to another of the same asset.
   An account's balance is what its entries brought in minus what they took out, so the books of
   each asset always sum to zero. Points never turn into fen or back.
@@ -50,10 +51,15 @@ class AccountKind:
     PARTNER = "partner"  # a partner shop's: points of the vouchers it accepted
     ESCROW = "escrow"  # a community's: points of vouchers issued and not used yet
     EXPIRY = "expiry"  # a community's: points of vouchers that expired unused
-    WALLET = "wallet"  # a resident's canteen wallet in fen (guarded)
+    WALLET = "wallet"  # a resident's canteen wallet in fen (guarded): what they can still spend
+    HOLD = "hold"  # a resident's fen held for booked meals until the cut-off (guarded)
+    CANTEEN = "canteen"  # a canteen's takings in fen: meal payments, cards and subsidies
+    TILL = "till"  # a canteen's counter in fen: money staff took in (top-ups) or paid back
+    GOV_SUBSIDY = "gov_subsidy"  # a canteen's subsidy from the government, in fen
+    ENT_SUBSIDY = "ent_subsidy"  # a canteen's subsidy from its enterprise partner, in fen
 
 
-GUARDED = frozenset({AccountKind.MEMBER, AccountKind.WALLET})
+GUARDED = frozenset({AccountKind.MEMBER, AccountKind.WALLET, AccountKind.HOLD})
 
 
 class Source:
@@ -65,11 +71,16 @@ class Source:
     DONATION = "donation"
     EXPIRY = "expiry"
     CORRECTION = "correction"
+    TOPUP = "topup"  # money in at the canteen's counter (or paid back)
+    MEAL = "meal"  # a booked meal: hold, charge, release, refund
+    CARD = "card"  # a monthly meal card
+    SUBSIDY = "subsidy"  # the government's or enterprise's share of a meal
 
 
 SOURCE_LABELS = {
     Source.ACTIVITY: "志愿服务", Source.DELIVERY: "送餐", Source.ERRAND: "代办", Source.WISH: "微心愿",
     Source.REDEMPTION: "兑换", Source.DONATION: "转赠", Source.EXPIRY: "过期", Source.CORRECTION: "更正",
+    Source.TOPUP: "充值", Source.MEAL: "餐费", Source.CARD: "月卡", Source.SUBSIDY: "补贴",
 }
 
 KEY_MAX = 96
@@ -90,6 +101,8 @@ class Account(Model):
         "linli.Resident", related_name=False, null=True, on_delete=fields.RESTRICT)
     shop: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "linli.Shop", related_name=False, null=True, on_delete=fields.RESTRICT)
+    canteen: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "linli.Canteen", related_name=False, null=True, on_delete=fields.RESTRICT)
     guarded = fields.BooleanField(default=False)
     # kept for guarded accounts only, in the same transaction as each entry (see the module doc)
     balance = fields.BigIntField(default=0)
@@ -98,6 +111,7 @@ class Account(Model):
     community_id: int | None
     resident_id: int | None
     shop_id: int | None
+    canteen_id: int | None
 
     class Meta:
         table = "ledger_account"
@@ -161,12 +175,14 @@ def account_code(asset: str, kind: str, owner: int) -> str:
 _OWNER_FIELD = {
     AccountKind.ISSUING: "community_id", AccountKind.ESCROW: "community_id",
     AccountKind.EXPIRY: "community_id", AccountKind.MEMBER: "resident_id",
-    AccountKind.WALLET: "resident_id", AccountKind.PARTNER: "shop_id",
+    AccountKind.WALLET: "resident_id", AccountKind.PARTNER: "shop_id", AccountKind.HOLD: "resident_id",
+    AccountKind.CANTEEN: "canteen_id", AccountKind.TILL: "canteen_id", AccountKind.GOV_SUBSIDY: "canteen_id",
+    AccountKind.ENT_SUBSIDY: "canteen_id",
 }
 
 
 async def account(asset: str, kind: str, owner: int, now: datetime) -> Account:
-    """The account of ``kind`` for this owner (a community, resident or shop id), made when first needed."""
+    """The account of ``kind`` for this owner (a community, resident, shop or canteen id), made when first needed."""
     if asset not in ASSETS or kind not in _OWNER_FIELD:
         raise ValueError(f"no {kind} account of {asset}")
     code = account_code(asset, kind, owner)

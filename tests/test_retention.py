@@ -16,7 +16,7 @@ from bot.config import Config, ConfigError, build_config
 from bot.scheduler import RETENTION_JOB, JobInfo, service_scheduler
 from bot.services import open_services
 from models.conversation import PendingPrompt
-from models.demo import STAFF, load_demo
+from models.demo import ELDERS, STAFF, load_demo
 from models.outbox import OutboxMessage
 from models.privacy import ERASED_NAME, AuditLog, register_hold, unregister_hold
 from models.residents import LinkRequest, Resident, WechatAccount
@@ -81,7 +81,7 @@ async def test_sweep_deletes_only_what_expired_and_logs_counts(
     assert sorted(await LinkRequest.all().values_list("status", flat=True)) == ["cancelled", "pending"]
     left = set(await WechatAccount.filter(resident_id=None).values_list("openid", flat=True))
     assert left == {"o-asker", "o-seen-lately"}
-    assert await WechatAccount.filter(resident_id__not_isnull=True).count() == len(STAFF)  # bound ones stay
+    assert await WechatAccount.filter(resident_id__not_isnull=True).count() == len(STAFF) + len(ELDERS)  # bound stay
     assert (await Resident.get(id=elder.id)).name == "王秀兰"
     assert await Resident.filter(name=ERASED_NAME, mobile=None).count() == 1
     assert await Resident.filter(name="孙志愿").exists()
