@@ -32,7 +32,7 @@ from bot.wxclient import WeChatAPIError, WeChatClient, WeChatUnavailable
 from models import media, outbox
 from models.conversation import PendingPrompt, mark_delivered
 from models.notices import refuse_consent
-from models.outbox import Claimed, OutboxMessage, Priority, State
+from models.outbox import Claimed, OutboxMessage, Priority, State, split_text
 from models.residents import WechatAccount
 
 log = logging.getLogger(__name__)
@@ -42,30 +42,6 @@ PROMPT_KEY = "prompt:"  # engine.ask_later's outbox key: prompt:<id>
 
 BACKOFF_MAX = timedelta(minutes=10)
 QUOTA_BACKOFF = timedelta(hours=1)
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Cut a text into parts of at most ``limit`` UTF-8 bytes, preferring line breaks."""
-    parts: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        while len(line.encode()) > limit:  # a single over-long line: cut by characters
-            head = line
-            while len(head.encode()) > limit:
-                head = head[: len(head) * 3 // 4 or 1]
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(head)
-            line = line[len(head):]
-        if len((current + line).encode()) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current += line
-    if current:
-        parts.append(current)
-    return [p.rstrip("\n") for p in parts if p.strip()]
 
 
 # How long an accepted message's 'sent' mark may wait in the buffer for others to share its UPDATE.

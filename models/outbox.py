@@ -231,3 +231,27 @@ async def backlog(now: datetime) -> list[tuple[int, int, float]]:
         age = (now - oldest.created_at).total_seconds() if oldest else 0.0
         out.append((priority, count, age))
     return out
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut a text into parts of at most ``limit`` UTF-8 bytes, preferring line breaks."""
+    parts: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line.encode()) > limit:  # a single over-long line: cut by characters
+            head = line
+            while len(head.encode()) > limit:
+                head = head[: len(head) * 3 // 4 or 1]
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(head)
+            line = line[len(head):]
+        if len((current + line).encode()) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current += line
+    if current:
+        parts.append(current)
+    return [p.rstrip("\n") for p in parts if p.strip()]

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from models.outbox import Priority, enqueue
+from models.outbox import Priority, enqueue, split_text
 from models.residents import WechatAccount
+
+# WeChat's limit on one customer-service text (bot.wechat_rules.CUSTOM_TEXT_MAX_BYTES; a test holds them equal)
+TEXT_MAX_BYTES = 2000
 
 
 async def push_text(resident_ids: list[int], text: str, key: str, now: datetime,
                     priority: int = Priority.NORMAL) -> int:
-    """Write ``text`` down for every chat account of these residents (once per key); how many."""
+    """Write ``text`` down for every chat account of these residents (once per key); how many.
+
+    A text longer than WeChat takes in one message (a kitchen's count of a big meal) goes as
+    several, cut at line breaks, in order."""
     if not resident_ids:
         return 0
     accounts = await WechatAccount.filter(resident_id__in=resident_ids, channel__in=("oa", "chat"))
+    parts = split_text(text, TEXT_MAX_BYTES) if len(text.encode()) > TEXT_MAX_BYTES else [text]
     for account in accounts:
-        await enqueue(openid=account.openid, kind="text", payload={"content": text},
-                      idempotency_key=f"{key}:{account.openid}", now=now, priority=priority)
+        for number, part in enumerate(parts):
+            suffix = f"#{number}" if number else ""
+            await enqueue(openid=account.openid, kind="text", payload={"content": part},
+                          idempotency_key=f"{key}{suffix}:{account.openid}", now=now, priority=priority)
     return len(accounts)

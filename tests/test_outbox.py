@@ -19,7 +19,8 @@ from bot.testing import FakeWeChat
 from bot.wxclient import WeChatClient
 from models import outbox
 from models.outbox import OutboxMessage, Priority, State
-from models.residents import WechatAccount, get_or_create_account
+from models.places import Community, SubDistrict
+from models.residents import Resident, WechatAccount, get_or_create_account
 from tests.test_api import until
 
 CUSTOM = "/cgi-bin/message/custom/send"
@@ -194,6 +195,22 @@ def test_split_text_respects_the_byte_limit(size: int) -> None:
     parts = split_text(text, rules.CUSTOM_TEXT_MAX_BYTES)
     assert all(len(p.encode()) <= rules.CUSTOM_TEXT_MAX_BYTES for p in parts)
     assert "".join(p.replace("\n", "") for p in parts) == text.replace("\n", "").rstrip()
+
+
+async def test_a_push_longer_than_one_wechat_text_goes_in_parts_in_order_once(db: Config, clock: FrozenClock) -> None:
+    from models.push import TEXT_MAX_BYTES, push_text
+
+    assert TEXT_MAX_BYTES == rules.CUSTOM_TEXT_MAX_BYTES
+    community = await Community.create(name="米家社区", sub_district=await SubDistrict.create(name="街道"))
+    person = await Resident.create(name="陈食堂", community=community, created_at=clock.now())
+    await WechatAccount.create(openid="o-kitchen", channel="oa", resident=person, created_at=clock.now())
+    text = "\n".join(f"{n}. 王秀兰（1号楼2单元301室，堂食）软食，花生过敏" for n in range(1, 121))
+    for _ in range(2):  # a retried push writes nothing more
+        assert await push_text([person.id], text, "canteen:count:7", clock.now()) == 1
+    rows = await OutboxMessage.filter(openid="o-kitchen").order_by("id")
+    assert len(text.encode()) == 8411 and len(rows) == 5  # cut at line breaks, never inside one
+    assert all(len(str(r.payload["content"]).encode()) <= TEXT_MAX_BYTES for r in rows)
+    assert "\n".join(str(r.payload["content"]) for r in rows) == text
 
 
 async def test_a_reply_beyond_the_allowance_says_it_was_cut(db: Config, clock: FrozenClock) -> None:
