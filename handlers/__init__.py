@@ -4,6 +4,7 @@ from bot.engine import Flow
 from handlers import (
     activities,
     binding,
+    canteen,
     case_figures,
     case_sessions,
     cases,
@@ -45,12 +46,13 @@ ROUTERS: list[Flow] = [
     *activities.FLOWS,
     *wishes.FLOWS,
     *redemption.FLOWS,
+    *canteen.FLOWS,
 ]
 WELCOME = menu.WELCOME
 
 # The mini-program API views (/api/v1), one router per flow module.
 from bot.api import ApiRouter  # noqa: E402
-from handlers import api_identity, cases_api  # noqa: E402
+from handlers import api_identity, canteen_api, cases_api  # noqa: E402
 
 API_ROUTERS: list[ApiRouter] = [
     api_identity.router,
@@ -63,4 +65,5 @@ API_ROUTERS: list[ApiRouter] = [
     activities.api,
     wishes.api,
     redemption.api,
+    canteen_api.api,
 ]
