@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,14 +188,38 @@ async def demo(client) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """The user's environment minus any LINLI_* setting, on SQLite in tmp_path and the embedded store."""
+def newcomer_env(tmp_path: Path) -> dict[str, str]:
+    """The user's environment minus any LINLI_* setting, on SQLite in tmp_path (no file yet: the
+    first command makes it, as on a newcomer's first run) and the embedded store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINLI_")}
     env["LINLI_DATABASE_URL"] = f"sqlite://{tmp_path / 'x.sqlite3'}"
     env["LINLI_REDIS_URL"] = ""
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every migration applied, made once per worker by ``linli db upgrade``.
+
+    tortoise-orm replays its migrations' model states one operation at a time, several seconds of
+    CPU for a fresh file; the CLI tests start from a copy instead (``newcomer_env`` still starts
+    from nothing, for the tests of a first run)."""
+    path = tmp_path_factory.mktemp("migrated") / "x.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINLI_")}
+    env["LINLI_DATABASE_URL"] = f"sqlite://{path}"
+    env["LINLI_REDIS_URL"] = ""
+    subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    return path
+
+
+@pytest.fixture
+def cli_env(newcomer_env: dict[str, str], tmp_path: Path, migrated_sqlite: Path) -> dict[str, str]:
+    """``newcomer_env`` on a database already up to date (a copy of ``migrated_sqlite``)."""
+    shutil.copyfile(migrated_sqlite, tmp_path / "x.sqlite3")
+    return newcomer_env
 
 
 @pytest.fixture

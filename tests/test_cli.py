@@ -36,13 +36,13 @@ def test_help_lists_the_commands(tmp_path: Path, cli_env: dict[str, str]) -> Non
     assert "LINLI_" in result.stdout  # tells the user how to override keys
 
 
-def test_db_upgrade_applies_then_is_up_to_date(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    first = linli("db", "upgrade", cwd=tmp_path, env=cli_env)
+def test_db_upgrade_applies_then_is_up_to_date(tmp_path: Path, newcomer_env: dict[str, str]) -> None:
+    first = linli("db", "upgrade", cwd=tmp_path, env=newcomer_env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("applied: ")
     assert (tmp_path / "x.sqlite3").exists()
 
-    second = linli("db", "upgrade", cwd=tmp_path, env=cli_env)
+    second = linli("db", "upgrade", cwd=tmp_path, env=newcomer_env)
     assert second.returncode == 0, second.stderr
     assert "up to date" in second.stdout
     assert "applied" not in second.stdout
@@ -130,9 +130,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_answers_healthz(tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_serve_answers_healthz(tmp_path: Path, newcomer_env: dict[str, str]) -> None:
     port = _free_port()
-    env = {**cli_env, "LINLI_WECHAT_TOKEN": "cli-test-token", "LINLI_SERVER_HOST": "127.0.0.1"}
+    env = {**newcomer_env, "LINLI_WECHAT_TOKEN": "cli-test-token", "LINLI_SERVER_HOST": "127.0.0.1"}
     stdout_path, stderr_path = tmp_path / "serve.out", tmp_path / "serve.err"
     url = f"http://127.0.0.1:{port}/healthz"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
@@ -140,7 +140,8 @@ def test_serve_answers_healthz(tmp_path: Path, cli_env: dict[str, str]) -> None:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         try:
             status, body, last_error = None, None, ""
-            deadline = time.monotonic() + 15
+            # a first run migrates a new SQLite file first: seconds of CPU, more on a loaded machine
+            deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     break
