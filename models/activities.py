@@ -59,6 +59,8 @@ class CheckIn:
 class Activity(Model):
     """A published volunteer activity of a community."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "linli.Community", related_name=False, on_delete=fields.RESTRICT)
@@ -90,6 +92,8 @@ class Activity(Model):
 
 class Signup(Model):
     """A volunteer's place on an activity, their check-in and their hours."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     activity: fields.ForeignKeyRelation[Activity] = fields.ForeignKeyField(

@@ -127,6 +127,8 @@ OFFER_MINUTES = 15
 class CanteenSettings(Model):
     """The settings of a canteen that its staff edit (one row per canteen, made with defaults)."""
 
+    _no_comments = True  # see models/__init__.py
+
     canteen: fields.OneToOneRelation = fields.OneToOneField(
         "linli.Canteen", related_name="settings", on_delete=fields.CASCADE, primary_key=True)
     no_show_pays = fields.BooleanField(default=True)  # a no-show still pays for the meal
@@ -144,6 +146,8 @@ class CanteenSettings(Model):
 
 class MealSlot(Model):
     """One meal a canteen serves: its capacity, booking cut-off and serving hours (local HH:MM)."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(
@@ -165,6 +169,8 @@ class MealSlot(Model):
 class ClosedDay(Model):
     """A date the canteen is shut (a holiday, a repair), besides its closed weekdays."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "linli.Canteen", related_name=False, on_delete=fields.CASCADE)
@@ -183,6 +189,8 @@ class ClosedDay(Model):
 
 class Menu(Model):
     """One meal of one day at a canteen: its dishes, menu price and seats (the sitting)."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(
@@ -215,6 +223,8 @@ class Menu(Model):
 class StandingOrder(Model):
     """常订: book these meals on these weekdays whenever a menu is published."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "linli.Canteen", related_name=False, on_delete=fields.CASCADE)
@@ -238,6 +248,8 @@ class StandingOrder(Model):
 
 class MealCard(Model):
     """月卡: three meals a day at one canteen for one calendar month, bought from the wallet."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(
@@ -264,6 +276,8 @@ class MealCard(Model):
 
 class Booking(Model):
     """The seat of one diner at one menu (one row per diner and menu, a re-booking revives it)."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     menu: fields.ForeignKeyRelation[Menu] = fields.ForeignKeyField(
@@ -314,6 +328,8 @@ class Booking(Model):
 class TopUp(Model):
     """Money taken in (or paid back) at the counter of a canteen, for the wallet of a diner."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "linli.Canteen", related_name=False, on_delete=fields.RESTRICT)
@@ -340,6 +356,8 @@ class TopUp(Model):
 class Diner(Model):
     """What the kitchen and the riders must know about a diner, and whether delivery is approved."""
 
+    _no_comments = True  # see models/__init__.py
+
     resident: fields.OneToOneRelation = fields.OneToOneField(
         "linli.Resident", related_name=False, on_delete=fields.CASCADE, primary_key=True)
     diet = fields.CharField(max_length=40, default="")  # Diet codes, comma-separated
@@ -357,6 +375,8 @@ class Diner(Model):
 
 class PriceRule(Model):
     """The parameters of one price rule kind at one canteen, in force from a date until the next row."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     canteen: fields.ForeignKeyRelation = fields.ForeignKeyField(

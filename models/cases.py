@@ -173,6 +173,8 @@ PUBLIC_NOTES = frozenset({EventKind.RESOLVED, EventKind.OUTCOME})
 class Case(Model):
     """A problem a resident reported (or staff entered for them)."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
         "linli.Community", related_name="cases", on_delete=fields.RESTRICT)
@@ -228,6 +230,8 @@ class Case(Model):
 class CaseFollower(Model):
     """Who follows a case: its reporter and everyone who joined it."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     case: fields.ForeignKeyRelation[Case] = fields.ForeignKeyField(
         "linli.Case", related_name="followers", on_delete=fields.CASCADE)
@@ -244,6 +248,8 @@ class CaseFollower(Model):
 
 class CaseEvent(Model):
     """One step in a case's life: append-only, who, when and what."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.BigIntField(primary_key=True)
     case: fields.ForeignKeyRelation[Case] = fields.ForeignKeyField(
@@ -266,6 +272,8 @@ class CaseEvent(Model):
 class CaseFeedback(Model):
     """A follower's answer after a resolution (one per follower and resolution round)."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     case: fields.ForeignKeyRelation[Case] = fields.ForeignKeyField(
         "linli.Case", related_name="feedback", on_delete=fields.CASCADE)
@@ -285,6 +293,8 @@ class CaseFeedback(Model):
 class CaseSettings(Model):
     """A community's chains, deadlines and default classes (``CaseRules``), as staff edited them."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.OneToOneRelation[Community] = fields.OneToOneField(
         "linli.Community", related_name="case_settings", on_delete=fields.CASCADE)
@@ -299,6 +309,8 @@ class CaseSettings(Model):
 
 class DeliberationSession(Model):
     """A deliberation session (逢六说事) of a community on the 6th, 16th or 26th."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -326,6 +338,8 @@ AGENDA_REASON_LABELS = {AgendaReason.BIG: "大事", AgendaReason.ESCALATED: "升
 
 class AgendaItem(Model):
     """A case on a session's agenda (dropped items stay, stamped with who and why)."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     session: fields.ForeignKeyRelation[DeliberationSession] = fields.ForeignKeyField(

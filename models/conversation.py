@@ -74,6 +74,8 @@ def free_text(text: str, *, min_len: int = 1, max_len: int = 100) -> Question:
 
 
 class PendingPrompt(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     openid = fields.CharField(max_length=64, db_index=True)
     flow = fields.CharField(max_length=32)

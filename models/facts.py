@@ -56,6 +56,8 @@ LIVE_STATES = (FactState.PENDING, FactState.VERIFIED)
 class ResidentFact(Model):
     """One declared fact: the date of birth, or one status. Decisions stamp the row."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     resident: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="facts", on_delete=fields.CASCADE

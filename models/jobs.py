@@ -32,6 +32,8 @@ class RunStatus:
 
 
 class JobRun(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     job = fields.CharField(max_length=64)
     fire_time = fields.DatetimeField()
@@ -105,6 +107,8 @@ LEASE = timedelta(minutes=5)
 
 
 class DueAction(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     action = fields.CharField(max_length=48)
     target = fields.CharField(max_length=64)  # e.g. "case:42"

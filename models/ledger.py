@@ -91,6 +91,8 @@ REF_MAX = 64
 class Account(Model):
     """One asset held by a community, a resident or a partner shop."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     code = fields.CharField(max_length=64, unique=True)  # asset:kind:owner, e.g. points:member:12
     asset = fields.CharField(max_length=8)
@@ -119,6 +121,8 @@ class Account(Model):
 
 class Entry(Model):
     """One movement of an amount between two accounts of one asset, never changed afterwards."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.BigIntField(primary_key=True)
     asset = fields.CharField(max_length=8)

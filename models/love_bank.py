@@ -42,6 +42,8 @@ MAX_RATE = 1000  # points per hour: a typo guard
 class LoveBankSettings(Model):
     """One community's love-bank parameters, edited by its staff."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.OneToOneRelation = fields.OneToOneField(
         "linli.Community", related_name=False, on_delete=fields.CASCADE)
@@ -60,6 +62,8 @@ class LoveBankSettings(Model):
 
 class MemberPrefs(Model):
     """A member's love-bank choices: whether the figures may name them among top volunteers."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     resident: fields.OneToOneRelation = fields.OneToOneField(

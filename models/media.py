@@ -65,6 +65,8 @@ def check_image(data: bytes) -> str:
 class StoredMedia(Model):
     """The bytes of one photo, kept once however many cases or notes show it."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     sha256 = fields.CharField(max_length=64, unique=True)
     size = fields.IntField()

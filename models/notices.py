@@ -53,6 +53,8 @@ class SubscribeConsent(Model):
     """One subscribe-message consent the mini-program reported (wx.requestSubscribeMessage said
     accept): good for one message of that template."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     account: fields.ForeignKeyRelation[WechatAccount] = fields.ForeignKeyField(
         "linli.WechatAccount", related_name="subscribe_consents", on_delete=fields.CASCADE
@@ -86,6 +88,8 @@ async def needs_subscription(account_id: int) -> bool:
 
 
 class Notice(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     kind = fields.CharField(max_length=16, default=NoticeKind.ANNOUNCEMENT)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -119,6 +123,8 @@ class Notice(Model):
 
 
 class NoticeDelivery(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     notice: fields.ForeignKeyRelation[Notice] = fields.ForeignKeyField(
         "linli.Notice", related_name="deliveries", on_delete=fields.CASCADE

@@ -35,6 +35,8 @@ class State:
 
 
 class OutboxMessage(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     openid = fields.CharField(max_length=64, db_index=True)
     channel = fields.CharField(max_length=8, default="oa")

@@ -5,6 +5,8 @@ from tortoise.models import Model
 
 
 class SubDistrict(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64, unique=True)
 
@@ -13,6 +15,8 @@ class SubDistrict(Model):
 
 
 class Community(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64)
     sub_district: fields.ForeignKeyRelation[SubDistrict] = fields.ForeignKeyField(
@@ -25,6 +29,8 @@ class Community(Model):
 
 
 class Grid(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -37,6 +43,8 @@ class Grid(Model):
 
 
 class Building(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -61,6 +69,8 @@ class Building(Model):
 class Canteen(Model):
     """A community canteen (menus, capacity and prices come with the canteen issue)."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -74,6 +84,8 @@ class Canteen(Model):
 class Shop(Model):
     """A partner shop of a community (redemption partners of the love bank)."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -86,6 +98,8 @@ class Shop(Model):
 
 class Department(Model):
     """A government department that handles errands (civil affairs, medical insurance...)."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64)

@@ -37,6 +37,8 @@ ERASED_NAME = "已注销居民"
 
 
 class AuditLog(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.BigIntField(primary_key=True)
     actor: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="audit_made", null=True, on_delete=fields.SET_NULL
@@ -77,6 +79,8 @@ class RequestStatus:
 
 class DataRequest(Model):
     """A resident's request about their data (deletion), and how staff carried it out."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     resident: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(

@@ -34,6 +34,8 @@ class ProxyStatus:
 
 
 class ProxyLink(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     proxy: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="proxy_for", on_delete=fields.CASCADE
@@ -62,6 +64,8 @@ class ProxyLink(Model):
 class Action(Model):
     """Who did what for whom: every write a flow makes is recorded here (actor = subject when a
     person acts for themselves)."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.BigIntField(primary_key=True)
     actor: fields.ForeignKeyNullableRelation[Resident] = fields.ForeignKeyField(

@@ -72,6 +72,8 @@ class DonationStatus:
 class CatalogueItem(Model):
     """Something a community's members can redeem points for."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "linli.Community", related_name=False, on_delete=fields.RESTRICT)
@@ -99,6 +101,8 @@ class CatalogueItem(Model):
 class Voucher(Model):
     """A redeemed item: its code, its state and the entries that moved its points."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     code = fields.CharField(max_length=12, unique=True)
     item: fields.ForeignKeyRelation[CatalogueItem] = fields.ForeignKeyField(
@@ -125,6 +129,8 @@ class Voucher(Model):
 
 class Donation(Model):
     """Points a member gives another, written down before the donor confirms."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     donor: fields.ForeignKeyRelation = fields.ForeignKeyField(

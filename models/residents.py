@@ -58,6 +58,8 @@ MOBILITY_LABELS = {
 
 
 class Resident(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=NAME_MAX)
     mobile = fields.CharField(max_length=11, null=True, unique=True)
@@ -91,6 +93,8 @@ class Resident(Model):
 class WechatAccount(Model):
     """One openid: an official-account follower, a mini-program user or a terminal session."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     openid = fields.CharField(max_length=64, unique=True)
     channel = fields.CharField(max_length=8, default="oa")  # oa | mp | chat
@@ -115,6 +119,8 @@ class WechatAccount(Model):
 class LinkRequest(Model):
     """An account asking to be linked to an existing resident record, for a grid worker to decide."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     account: fields.ForeignKeyRelation[WechatAccount] = fields.ForeignKeyField(
         "linli.WechatAccount", related_name="link_requests", on_delete=fields.CASCADE
@@ -136,6 +142,8 @@ class LinkRequest(Model):
 
 
 class Consent(Model):
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     account: fields.ForeignKeyRelation[WechatAccount] = fields.ForeignKeyField(
         "linli.WechatAccount", related_name="consents", on_delete=fields.CASCADE

@@ -130,6 +130,8 @@ class Place:
 class StaffRole(Model):
     """One grant of a role to a resident, in a scope. Revoked grants stay, stamped."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     resident: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="roles", on_delete=fields.CASCADE
@@ -301,6 +303,8 @@ async def revoke(*, grant_id: int, now: datetime, by: Resident | None = None, by
 
 class WechatTag(Model):
     """A user tag created on the official account (one per role), for the conditional menus."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=30, unique=True)

@@ -57,6 +57,8 @@ class Slot:
 class ServiceDaySettings(Model):
     """When a community's notices go out (community time, HH:MM): the evening before and the morning of."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.OneToOneRelation[Community] = fields.OneToOneField(
         "linli.Community", related_name="service_day_settings", on_delete=fields.CASCADE
@@ -70,6 +72,8 @@ class ServiceDaySettings(Model):
 
 class ServiceDay(Model):
     """One planned Friday of a community: where, when, who is on duty, which items are offered."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
@@ -94,6 +98,8 @@ class ServiceDay(Model):
 class ServiceDayIntent(Model):
     """The item a resident says they will come for (one per resident and day, the latest answer wins)."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     resident: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
         "linli.Resident", related_name="service_day_intents", on_delete=fields.CASCADE
@@ -111,6 +117,8 @@ class ServiceDayIntent(Model):
 
 class ServiceDayNoticeRun(Model):
     """The claim of one notice per (community, Friday, slot): inserting it is the claim."""
+
+    _no_comments = True  # see models/__init__.py
 
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(

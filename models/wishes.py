@@ -81,6 +81,8 @@ STATUS_LABELS = {WishStatus.OPEN: "待认领", WishStatus.CLAIMED: "已认领", 
 class Wish(Model):
     """One micro-wish."""
 
+    _no_comments = True  # see models/__init__.py
+
     id = fields.IntField(primary_key=True)
     community: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "linli.Community", related_name=False, on_delete=fields.RESTRICT)
