@@ -34,6 +34,7 @@ from redis.exceptions import LockError
 from bot.config import Config
 from bot.store import key as store_key
 from models.errors import Forbidden, NotFound, UserFacingError
+from models.proxies import acts_for
 from models.residents import Resident, WechatAccount
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,23 @@ class ApiRequest:
         if actor is None:
             raise ApiError(409, "not_bound", "请先绑定身份信息。")
         return actor
+
+    async def acting_for(self, resident_id: int | None, *,
+                         may: Callable[[int, Resident], Awaitable[bool]] | None = None) -> tuple[Resident, Resident]:
+        """(the caller, the person they act as): themselves when ``resident_id`` is None or theirs, else
+        the resident ``may(caller_id, resident)`` allows (by default: an elder the caller acts for
+        through an active family link); anyone else is a 404, exactly like a missing record."""
+        actor = await self.bound_actor()
+        if resident_id is None or resident_id == actor.id:
+            return actor, actor
+        person = await Resident.get_or_none(id=resident_id, erased_at=None)
+        if person is None or not await (may or _acts_for)(actor.id, person):
+            raise not_found()
+        return actor, person
+
+
+async def _acts_for(actor_id: int, person: Resident) -> bool:
+    return await acts_for(actor_id, person.id)
 
 
 View = Callable[[ApiRequest], Awaitable[Any]]

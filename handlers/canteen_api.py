@@ -566,17 +566,6 @@ def _codes(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
-async def _whose(req: ApiRequest, resident_id: int | None) -> tuple[Resident, Resident]:
-    """(the caller, the diner): the caller, or someone they may see the canteen data of (else 404)."""
-    actor = await req.bound_actor()
-    if resident_id is None or resident_id == actor.id:
-        return actor, actor
-    person = await Resident.get_or_none(id=resident_id, erased_at=None)
-    if person is None or not await may_read_diner(actor.id, person):
-        raise not_found()
-    return actor, person
-
-
 async def _canteen(req: ApiRequest, *, staff: bool) -> tuple[Resident, Canteen]:
     """The caller and the path's canteen; with ``staff``, only for its staff (else 404)."""
     actor = await req.bound_actor()
@@ -775,7 +764,7 @@ async def get_menus(req: ApiRequest) -> MenuList:
     and the diner's booking; with day, every menu of that day (the counter's and kitchen's view)."""
     q: MenusQuery = req.query
     _, canteen = await _canteen(req, staff=False)
-    _, person = await _whose(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id, may=may_read_diner)
     if q.day is not None:
         menus = await Menu.filter(canteen_id=canteen.id, day=date.fromisoformat(q.day)).all()
         menus.sort(key=lambda m: list(MEAL_LABELS).index(m.meal) if m.meal in MEAL_LABELS else 9)
@@ -837,7 +826,7 @@ async def post_booking(req: ApiRequest) -> BookingOut:
     even if it was cancelled since (422 if the key was used for another). 409 when the wallet is
     short, the cut-off passed or delivery is not allowed."""
     body: BookIn = req.body
-    actor, person = await _whose(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id, may=may_read_diner)
     token = idempotency_key(req.http)
 
     async def create() -> int:
@@ -860,7 +849,7 @@ async def post_booking(req: ApiRequest) -> BookingOut:
 async def get_bookings(req: ApiRequest) -> BookingList:
     """Upcoming bookings (with upcoming=false, recent past ones too) and the wallet balance."""
     q: BookingsQuery = req.query
-    _, person = await _whose(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id, may=may_read_diner)
     wallet = await wallet_of(person.id, req.now)
     bookings = await booking_ops.bookings_of(person.id, req.now, upcoming=q.upcoming)
     return BookingList(resident_id=person.id, available_fen=wallet.available_fen, balance_fen=wallet.balance_fen,
@@ -914,7 +903,7 @@ async def post_offer(req: ApiRequest) -> BookingOut:
 async def get_wallet(req: ApiRequest) -> WalletOut:
     """Available (what can be spent), held for booked meals, the balance, and the latest top-ups."""
     q: WhoQuery = req.query
-    _, person = await _whose(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id, may=may_read_diner)
     return await _wallet_out(person, req.now)
 
 
@@ -951,7 +940,7 @@ async def post_refund(req: ApiRequest) -> CounterOut:
 async def get_cards(req: ApiRequest) -> CardList:
     """Their cards, newest month first, and whether this month's and next month's card may be bought."""
     q: WhoQuery = req.query
-    _, person = await _whose(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id, may=may_read_diner)
     cards = await MealCard.filter(resident_id=person.id).order_by("-month", "-id")
     canteen = await canteen_of(person.id)
     months = []
@@ -972,7 +961,7 @@ async def post_card(req: ApiRequest) -> CardOut:
     card. 409 when the wallet is short or the diner is not eligible (the message says why). Meals
     booked before buying keep their price."""
     body: CardIn = req.body
-    actor, person = await _whose(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id, may=may_read_diner)
     canteen = await _diner_canteen(person, body.canteen_id)
     card = await buy_card(canteen_id=canteen.id, resident_id=person.id, month=date.fromisoformat(body.month + "-01"),
                           by_id=actor.id, now=req.now)
@@ -988,7 +977,7 @@ async def post_card(req: ApiRequest) -> CardOut:
 async def get_standing(req: ApiRequest) -> StandingList:
     """The orders still running."""
     q: WhoQuery = req.query
-    _, person = await _whose(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id, may=may_read_diner)
     return StandingList(items=[_standing_out(o) for o in await booking_ops.standing_of(person.id)])
 
 
@@ -998,7 +987,7 @@ async def post_standing(req: ApiRequest) -> StandingOut:
     """Each menu published later that matches is booked within the wallet's available money, closed
     days skipped; the diner is told when one could not be placed."""
     body: StandingIn = req.body
-    actor, person = await _whose(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id, may=may_read_diner)
     canteen = await _diner_canteen(person, body.canteen_id)
     order = await booking_ops.set_standing(canteen_id=canteen.id, resident_id=person.id, by_id=actor.id,
                                            meals=list(body.meals), weekdays=list(body.weekdays), mode=body.mode,
@@ -1027,7 +1016,7 @@ async def delete_standing(req: ApiRequest) -> StandingOut:
 async def get_diner(req: ApiRequest) -> DinerOut:
     """Soft food, low salt, low sugar, allergies, and whether delivery is allowed."""
     q: WhoQuery = req.query
-    _, person = await _whose(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id, may=may_read_diner)
     return await _diner_out(person)
 
 
@@ -1036,7 +1025,7 @@ async def get_diner(req: ApiRequest) -> DinerOut:
 async def put_diner(req: ApiRequest) -> DinerOut:
     """Only what is given changes; the kitchen's count shows it from the next cut-off."""
     body: DinerIn = req.body
-    actor, person = await _whose(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id, may=may_read_diner)
     await booking_ops.set_diner(resident_id=person.id, by_id=actor.id, now=req.now,
                                 diet=list(body.diet) if body.diet is not None else None, allergies=body.allergies,
                                 delivery_approved=body.delivery_approved)

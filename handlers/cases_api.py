@@ -61,7 +61,7 @@ from models.cases import (
 )
 from models.errors import UserFacingError
 from models.places import Building, Community
-from models.proxies import acts_for, elders_of, record_action
+from models.proxies import elders_of, record_action
 from models.residents import Resident, normalize_mobile
 from models.roles import Place, Role, active_roles, resident_place
 
@@ -350,18 +350,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def _as_whom(req: ApiRequest, for_resident_id: int | None) -> tuple[Resident, Resident]:
-    """(the caller, the person they act as): themselves, or an elder they act for through an active
-    family link (else 404)."""
-    actor = await req.bound_actor()
-    if for_resident_id is None or for_resident_id == actor.id:
-        return actor, actor
-    elder = await Resident.get_or_none(id=for_resident_id, erased_at=None)
-    if elder is None or not await acts_for(actor.id, elder.id):
-        raise not_found()
-    return actor, elder
-
-
 async def _record(actor: Resident, person: Resident | None, action: str, case: Case, now: datetime) -> None:
     await record_action(actor_id=actor.id, subject_id=person.id if person else None, action=action, channel="api",
                         now=now, detail={"case_id": case.id})
@@ -581,7 +569,7 @@ async def _report(req: ApiRequest, actor: Resident, body: CaseIn) -> Case:
         building_id=body.building_id, location=body.location.model_dump() if body.location else None,
         in_person=body.in_person, now=req.now)
     if body.source is None:
-        _, person = await _as_whom(req, body.for_resident_id)
+        _, person = await req.acting_for(body.for_resident_id)
         case = await cases.report_case(reporter=person, source=Source.API,
                                        entered_by_id=actor.id if person.id != actor.id else None, **common)
         await _record(actor, person, "report_case", case, req.now)
@@ -657,7 +645,7 @@ async def similar(req: ApiRequest) -> SimilarList:
     q: SimilarQuery = req.query
     if (q.lat is None) != (q.lon is None):
         raise invalid("query.lon" if q.lon is None else "query.lat", "give lat and lon together")
-    actor, person = await _as_whom(req, q.for_resident_id)
+    actor, person = await req.acting_for(q.for_resident_id)
     community_id = person.community_id  # type: ignore[attr-defined]
     building_id = q.building_id
     if building_id is not None:
@@ -691,7 +679,7 @@ async def list_cases(req: ApiRequest) -> CaseList:
         actor = await req.bound_actor()
         rows = await cases.queue_of(actor.id, req.now, limit=q.limit)
         return CaseList(items=[await _summary(c, "handler", req.now) for c in rows])
-    _, person = await _as_whom(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id)
     rows = await cases.cases_of(person.id, limit=q.limit)
     return CaseList(items=[
         await _summary(c, "reporter" if c.reporter_id == person.id else "joiner", req.now)  # type: ignore[attr-defined]
@@ -742,7 +730,7 @@ async def _photo_file(req: ApiRequest, event_id: int | None = None) -> FileBody:
 async def join(req: ApiRequest) -> CaseOut:
     """A live case of my community that is not a private matter; each join raises its priority.
     Joining twice is one join. Body: {} (or the elder I act for)."""
-    actor, person = await _as_whom(req, req.body.for_resident_id)
+    actor, person = await req.acting_for(req.body.for_resident_id)
     case = await cases.join_case(req.path["case_id"], person, req.now)
     await _record(actor, person, "join_case", case, req.now)
     return await _case_out(case, await _access_as(case, person, actor), person, actor, req.now)
@@ -753,7 +741,7 @@ async def join(req: ApiRequest) -> CaseOut:
 async def in_person(req: ApiRequest) -> CaseOut:
     """The reporter's case goes on the agenda of the coming 6th/16th/26th session (not a private
     matter: a mediator visits instead). Asking again changes nothing."""
-    actor, person = await _as_whom(req, req.body.for_resident_id)
+    actor, person = await req.acting_for(req.body.for_resident_id)
     case = await Case.get_or_none(id=req.path["case_id"])
     if case is None or case.reporter_id != person.id:  # type: ignore[attr-defined]
         raise not_found()
@@ -768,7 +756,7 @@ async def in_person(req: ApiRequest) -> CaseOut:
            response=CaseOut, errors=(409,))
 async def give_info(req: ApiRequest) -> CaseOut:
     """By the reporter, while the case is live; passed on to the level in charge."""
-    actor, person = await _as_whom(req, req.body.for_resident_id)
+    actor, person = await req.acting_for(req.body.for_resident_id)
     case = await cases.give_info(req.path["case_id"], person.id, req.body.text, req.now)
     await _record(actor, person, "case_info", case, req.now)
     return await _case_out(case, Access.REPORTER, person, actor, req.now)
@@ -787,7 +775,7 @@ async def post_feedback(req: ApiRequest) -> CaseOut:
             raise invalid("body.rating", "not with not_fixed")
     elif body.rating is None:
         raise invalid("body.rating", "required unless not_fixed")
-    actor, person = await _as_whom(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id)
     case = await cases.feedback(req.path["case_id"], person.id, body.fixed, req.now, rating=body.rating,
                                 comment=body.comment)
     await _record(actor, person, "case_feedback", case, req.now)

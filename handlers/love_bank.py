@@ -56,7 +56,7 @@ from models.love_figures import (
     statement_xlsx,
 )
 from models.places import Community
-from models.proxies import acts_for, record_action
+from models.proxies import record_action
 from models.residents import Resident
 from models.roles import Role, active_roles
 
@@ -413,17 +413,6 @@ async def _entry_out(entries: list[Entry], account_id: int) -> list[EntryOut]:
                      reverses_id=e.reverses_id, reversed=e.id in undone) for e in entries]
 
 
-async def _as_whom(req: ApiRequest, for_resident_id: int | None) -> tuple[Resident, Resident]:
-    """(the caller, whose points): themselves, or an elder they act for (else 404)."""
-    actor = await req.bound_actor()
-    if for_resident_id is None or for_resident_id == actor.id:
-        return actor, actor
-    elder = await Resident.get_or_none(id=for_resident_id, erased_at=None)
-    if elder is None or not await acts_for(actor.id, elder.id):
-        raise not_found()
-    return actor, elder
-
-
 def _period(q: PeriodQuery, now: datetime, tz: ZoneInfo, default_first: date) -> Period:
     today = now.astimezone(tz).date()
     last = date.fromisoformat(q.to) if q.to else today
@@ -467,7 +456,7 @@ async def get_points(req: ApiRequest) -> PointsOut:
     """The caller's points (or, with for_resident_id, those of an elder they act for): the balance, this
     month's earnings in community time, and the entries newest first, a page at a time."""
     q: PointsQuery = req.query
-    _, person = await _as_whom(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id)
     tz = req.services.engine.tz
     summary = await points_summary(person.id, req.now, tz, limit=0)
     entries, next_before = await page_of(summary.account_id, limit=q.limit, before=q.before)
@@ -483,7 +472,7 @@ async def put_preferences(req: ApiRequest) -> PreferencesOut:
     """Opt in (or out) of being named in the top volunteers; those not named are counted as
     未公开姓名的志愿者."""
     body: PreferencesIn = req.body
-    actor, person = await _as_whom(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id)
     await set_named(person.id, body.named_in_rankings, req.now)
     await record_action(actor_id=actor.id, subject_id=person.id, action="love_bank_named", channel="api",
                         now=req.now, detail={"named": body.named_in_rankings})

@@ -46,7 +46,7 @@ from models import media
 from models.errors import Forbidden, UserFacingError
 from models.ledger import KeyReused, balance, points_of
 from models.outbox import Priority, enqueue
-from models.proxies import acts_for, record_action
+from models.proxies import record_action
 from models.redemption import (
     DESCRIPTION_MAX,
     DONATION_LABELS,
@@ -525,17 +525,6 @@ def _key(req: ApiRequest, actor: Resident) -> str:
     return f"api:{actor.id}:{header or uuid.uuid4().hex}"
 
 
-async def _as_whom(req: ApiRequest, for_resident_id: int | None) -> tuple[Resident, Resident]:
-    """(the caller, whom they act for): themselves, or an elder they act for (else 404)."""
-    actor = await req.bound_actor()
-    if for_resident_id is None or for_resident_id == actor.id:
-        return actor, actor
-    elder = await Resident.get_or_none(id=for_resident_id, erased_at=None)
-    if elder is None or not await acts_for(actor.id, elder.id):
-        raise not_found()
-    return actor, elder
-
-
 async def _item_out(item: CatalogueItem, points: int | None = None) -> ItemOut:
     return ItemOut(id=item.id, community_id=item.community_id, shop_id=item.shop_id, kind=item.kind,
                    kind_label=ITEM_KIND_LABELS.get(item.kind, item.kind), name=item.name, description=item.description,
@@ -584,7 +573,7 @@ async def get_catalogue(req: ApiRequest) -> CatalogueOut:
     if q.manage:
         actor = await req.bound_actor()
         return CatalogueOut(balance=None, items=[await _item_out(i) for i in await managed_items(actor.id)])
-    _, person = await _as_whom(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id)
     points = await _points(person.id, req.now)
     items = await catalogue_of(person.community_id)  # type: ignore[attr-defined]
     items.sort(key=lambda i: (not (i.stock > 0 and i.price <= points), i.price, i.id))
@@ -631,7 +620,7 @@ async def post_redemption(req: ApiRequest) -> VoucherOut:
     """Takes one of the stock and the item's points at once and issues a voucher (a code and a QR
     code). 409 when sold out, over the per-person limit, paused or the points do not reach. """
     body: RedeemIn = req.body
-    actor, person = await _as_whom(req, body.for_resident_id)
+    actor, person = await req.acting_for(body.for_resident_id)
     key = _key(req, actor)
     try:
         voucher = await redeem(person.id, body.item_id, key=key, now=req.now, actor_id=actor.id)
@@ -648,7 +637,7 @@ async def post_redemption(req: ApiRequest) -> VoucherOut:
 async def get_vouchers(req: ApiRequest) -> VoucherList:
     """Unused vouchers first (soonest to expire first), then the latest used, cancelled or expired."""
     q: VouchersQuery = req.query
-    _, person = await _as_whom(req, q.for_resident_id)
+    _, person = await req.acting_for(q.for_resident_id)
     vouchers = await vouchers_of(person.id, unused_only=q.status == "unused")
     return VoucherList(items=[await _voucher_out(v) for v in vouchers])
 
