@@ -247,6 +247,10 @@ async def staff_access(actor_id: int, resident: Resident, *, sensitive: bool = F
 
 
 async def may_verify(actor_id: int, resident: Resident) -> bool:
+    """Whether the actor may verify this resident's facts and carry out their deletion request:
+    staff of their place, and never for themselves (their own statuses or erasure need a colleague)."""
+    if actor_id == resident.id:
+        return False
     place = await resident_place(resident)
     return any(r.spec.verifies and place.within(r) for r in await active_roles(actor_id))
 

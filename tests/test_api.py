@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.app import SERVICES
-from models.facts import verified_statuses
+from models.facts import ResidentFact, verified_statuses
 from models.outbox import OutboxMessage
 from models.privacy import AuditLog
 from models.proxies import Action
@@ -264,6 +264,20 @@ async def test_deletion_request_carried_out_by_staff(client: Any) -> None:
     assert record.mobile is None and record.name == "已注销居民" and record.erased_at is not None
     assert (await me.call("GET", "/me")).body["bound"] is False
     assert await AuditLog.filter(action="erase", subject_id=rid).count() == 1
+
+
+async def test_staff_never_carry_out_their_own_deletion_or_verify_themselves(client: Any) -> None:
+    staff = await staff_session(client, "mp-staff", "13904180003")
+    me = (await staff.call("GET", "/me")).body["resident"]["id"]
+    asked = await staff.call("POST", f"/residents/{me}/data-requests", {"kind": "deletion"})
+    assert asked.status == 201
+    assert [r["id"] for r in (await staff.call("GET", "/data-requests")).body["items"]] == [asked.body["id"]]
+    done = await staff.call("POST", f"/data-requests/{asked.body['id']}/erase", {"confirm": True})
+    assert done.status == 404  # a colleague carries it out
+    assert (await staff.call("GET", "/me")).body["bound"] is True
+    fact = await staff.call("POST", f"/residents/{me}/facts", {"code": "dibao"})
+    decided = await staff.call("POST", f"/facts/{fact.body['id']}/decision", {"approve": True})
+    assert decided.status == 404 and (await ResidentFact.get(id=fact.body["id"])).state == "pending"
 
 
 async def test_staff_grant_within_scope_is_recorded(client: Any) -> None:
