@@ -17,20 +17,27 @@ from tests.conftest import REAL_DB
 
 @pytest.fixture
 async def scratch_db(base_config: Config, tmp_path: Path) -> AsyncIterator[DatabaseConfig]:
-    """An empty database of the run's kind: a SQLite file, or a PostgreSQL database beside the test one."""
+    """An empty database of the run's kind: a SQLite file, or a PostgreSQL database beside the test
+    one, emptied by dropping its schema. It is kept between runs, like the test databases: DROP
+    DATABASE waits for a checkpoint, which took minutes while other workers were writing."""
     if not REAL_DB:
         yield DatabaseConfig(url=f"sqlite://{tmp_path / 'old.sqlite3'}")
         return
-    base, _, _ = base_config.database.url.rpartition("/")
+    base, _, name = base_config.database.url.rpartition("/")
+    scratch = f"{name.split('?')[0]}_upgrade"
     admin = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1) + "/postgres")
     try:
-        await admin.execute("DROP DATABASE IF EXISTS linli_test_upgrade")
-        await admin.execute("CREATE DATABASE linli_test_upgrade")
-        yield DatabaseConfig(url=base + "/linli_test_upgrade")
-        await Tortoise.close_connections()
-        await admin.execute("DROP DATABASE IF EXISTS linli_test_upgrade")
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", scratch):
+            await admin.execute(f'CREATE DATABASE "{scratch}"')
     finally:
         await admin.close()
+    conn = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1) + f"/{scratch}")
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+    yield DatabaseConfig(url=f"{base}/{scratch}")
+    await Tortoise.close_connections()
 
 
 async def test_identity_migration_keeps_and_scopes_existing_grants(scratch_db: DatabaseConfig) -> None:
