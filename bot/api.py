@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -90,6 +90,15 @@ class ApiError(Exception):
     def response(self) -> web.Response:
         body = Error(error=self.error, message=self.message, fields=self.fields)
         return web.json_response(text=body.model_dump_json(), status=self.status, headers=self.headers)
+
+
+def real_day(value: str | None) -> str | None:
+    """A pydantic field validator for a YYYY-MM-DD text: a real calendar day (not 2026-02-30) in the
+    years 2000 to 2100, else a ValueError (a 422 naming the field). Use as
+    ``_day = field_validator("day")(real_day)``."""
+    if value is not None and not 2000 <= date.fromisoformat(value).year <= 2100:
+        raise ValueError("a year between 2000 and 2100")
+    return value
 
 
 def not_found(message: str = "没有找到。") -> ApiError:
@@ -262,6 +271,7 @@ class FileBody:
     # the exact type when the route declares a range (produces="image/*"), e.g. image/png
     content_type: str = ""
     inline: bool = False  # shown in place (a photo) rather than saved
+    no_store: bool = False  # never kept by a browser or proxy cache (a document photo)
 
     def disposition(self) -> str:
         if not self.filename.isascii() or any(c in self.filename for c in '"\\/\r\n'):
@@ -441,9 +451,11 @@ def make_handler(route: Route, services_key: Any, limiter_key: Any) -> Handler:
             if route.produces is None:
                 raise TypeError(f"{route.method} {route.path} answered a file without declaring produces")
             # nosniff: a browser takes the declared type, never guesses one from what a resident sent
+            headers = {"Content-Disposition": result.disposition(), "X-Content-Type-Options": "nosniff"}
+            if result.no_store:
+                headers["Cache-Control"] = "no-store"
             return web.Response(body=result.data, status=route.status, content_type=result.media_type(route.produces),
-                                headers={"Content-Disposition": result.disposition(),
-                                         "X-Content-Type-Options": "nosniff"})
+                                headers=headers)
         if route.response is None or result is None:
             return web.Response(status=route.status)
         return web.json_response(text=result.model_dump_json(), status=route.status)

@@ -15,6 +15,7 @@ from bot.api import Limiter, add_api
 from bot.clock import Clock
 from bot.config import Config
 from bot.db import close_db, init_db
+from bot.docs_web import add_docs_web
 from bot.engine import Engine, Flow, Inbound
 from bot.gateway import Gateway
 from bot.identity import UnionidLearner
@@ -106,6 +107,7 @@ def create_app(config: Config, *, clock: Clock | None = None, flows: list[Flow] 
     app.router.add_get("/metrics", metrics)
     app[LIMITER] = Limiter(config)
     add_api(app, [route for router in API_ROUTERS for route in router.routes], SERVICES, LIMITER)
+    add_docs_web(app, SERVICES, LIMITER)  # 红色代办: the document page of the stewards' links, the web login
 
     if config.wechat.token:
         async def wechat_get(request: web.Request) -> web.Response:

@@ -417,7 +417,9 @@ async def wechat_command(config: Config, command: str) -> int:
 
 async def privacy_sweep(config: Config) -> int:
     from bot.scheduler import run_retention
+    from models import errand_docs
 
+    errand_docs.configure(config.errands)  # the errand documents to delete live in its directory
     await ensure_schema(config.database)
     await init_db(config.database)
     try:
@@ -426,7 +428,8 @@ async def privacy_sweep(config: Config) -> int:
         await close_db()
     labels = {"messages": "messages", "prompts": "prompts", "link_requests": "link requests",
               "unbound_accounts": "unbound accounts", "erased_residents": "erased residents anonymised",
-              "audit": "audit rows", "case_photos": "case photos"}
+              "audit": "audit rows", "case_photos": "case photos",
+              "errand_documents": "errand document photos"}
     print("retention sweep: " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items()))
     return 0
 

@@ -58,6 +58,7 @@ class WechatConfig:
     encoding_aes_key: str = ""
     previous_encoding_aes_key: str = ""
     api_base_url: str = "https://api.weixin.qq.com"
+    oauth_base_url: str = "https://open.weixin.qq.com"  # the web login (网页授权) page staff are sent to
     # A step slower than this gets "success" at once and its reply goes out through the outbox.
     reply_budget_ms: int = 4000
     # The custom menu `linli wechat menu` publishes, in WeChat's button format.
@@ -139,6 +140,17 @@ class CasesConfig:
 
 
 @dataclass(frozen=True)
+class ErrandsConfig:
+    """红色代办: where document photos are kept and how long, and the signed links to them."""
+
+    documents_dir: str = "documents"  # the document store (relative: to the working directory)
+    documents_days: int = 30  # photos of an errand closed (or cancelled) this long ago are deleted
+    link_minutes: int = 10  # a signed link to a document page works this long
+    link_secret: str = ""  # signs the links; empty = a key the service makes once and keeps in the database
+    feedback_days: int = 7  # a delivered errand nobody confirmed closes unrated after this
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     session_hours: int = 72  # a mini-program session token lives this long
     login_per_minute: int = 20  # logins per client IP per minute
@@ -192,6 +204,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     notices: NoticesConfig = field(default_factory=NoticesConfig)
     cases: CasesConfig = field(default_factory=CasesConfig)
+    errands: ErrandsConfig = field(default_factory=ErrandsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -315,6 +328,13 @@ def validate_config(cfg: Config) -> None:
     if not channels or len(set(channels)) != len(channels) or not set(channels) <= {"custom", "template"}:
         raise ConfigError(f"config key notices.channels: {cfg.notices.channels!r} is not one or both of "
                           "custom, template (comma-separated, in order of preference)")
+    for name in ("documents_days", "link_minutes", "feedback_days"):
+        if getattr(cfg.errands, name) < 1:
+            raise ConfigError(f"config key errands.{name}: must be at least 1")
+    if not cfg.errands.documents_dir.strip():
+        raise ConfigError("config key errands.documents_dir: a directory is needed for document photos")
+    if cfg.errands.link_secret and len(cfg.errands.link_secret) < 16:
+        raise ConfigError("config key errands.link_secret: at least 16 characters (or empty for a generated key)")
     for name in ("session_hours", "login_per_minute", "writes_per_minute", "writes_per_minute_ip"):
         if getattr(cfg.api, name) < 1:
             raise ConfigError(f"config key api.{name}: must be at least 1")

@@ -33,6 +33,7 @@ MODEL_MODULES = [
     "models.wishes",
     "models.canteen",
     "models.redemption",
+    "models.errands",
 ]
 
 

@@ -25,9 +25,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.clock import Clock, work_calendar
-from bot.config import Config, PrivacyConfig, parse_hhmm
+from bot.config import Config, ErrandsConfig, PrivacyConfig, parse_hhmm
 from models import cases
 from models.case_sessions import NoticeTimes, run_roundup, run_session_reminders
+from models.errand_core import run_digests
 from models.jobs import RunStatus, claim_run, finish_run, last_fire_time, prune, sweep_due
 from models.privacy import Retention, retention_sweep
 from models.service_days import run_service_day_notices
@@ -44,6 +45,7 @@ PRUNE_JOB = "scheduler.prune"  # finished runs and actions older than 30 days
 SERVICE_DAY_JOB = "service_days.notices"
 SESSION_REMINDER_JOB = "case_sessions.reminders"  # 逢六说事: the agenda, the evening before a session
 ROUNDUP_JOB = "case_sessions.roundup"  # 周五圆梦: the week's resolved cases, Friday afternoon
+ERRAND_DIGEST_JOB = "errands.digests"  # 红色代办: the stewards' digests and residents' progress at set times
 MISSED_RECORDED = 20  # missed fire times recorded one by one per wake-up; older ones are only counted
 MAX_CATCH_UP = 1000  # fire times looked at per wake-up (a minute job down for a day has 1440)
 
@@ -201,17 +203,18 @@ class Scheduler:
 # ---------------------------------------------------------------------------- the service's jobs
 
 
-def retention_of(privacy: PrivacyConfig) -> Retention:
+def retention_of(privacy: PrivacyConfig, errands: ErrandsConfig | None = None) -> Retention:
     return Retention(
         audit_days=privacy.audit_days, messages_days=privacy.messages_days, prompts_days=privacy.prompts_days,
         link_requests_days=privacy.link_requests_days, unbound_accounts_days=privacy.unbound_accounts_days,
         erased_residents_days=privacy.erased_residents_days, case_photos_days=privacy.case_photos_days,
+        errand_documents_days=(errands or ErrandsConfig()).documents_days,
     )
 
 
 async def run_retention(config: Config, clock: Clock) -> dict[str, int]:
     """Delete what outlived its period in ``[privacy]``; counts by kind (the sweep logs them too)."""
-    return await retention_sweep(retention_of(config.privacy), clock.now())
+    return await retention_sweep(retention_of(config.privacy, config.errands), clock.now())
 
 
 def service_scheduler(config: Config, clock: Clock) -> Scheduler:
@@ -253,6 +256,14 @@ def service_scheduler(config: Config, clock: Clock) -> Scheduler:
 
     scheduler.add_job(ROUNDUP_JOB, roundup, label=f"Fridays every 5 minutes from {times.roundup_at:%H:%M}",
                       day_of_week="fri", hour=f"{times.roundup_at.hour}-23", minute="*/5", second=0,
+                      grace=timedelta(minutes=30))
+
+    async def errand_digests(fire_time: datetime) -> dict[str, int]:
+        # the digest times are per-community settings: the job looks every few minutes whose time has come,
+        # and each (community, day, time) is claimed in the database, so it goes once
+        return await run_digests(clock.now(), scheduler.tz, quiet_start)
+
+    scheduler.add_job(ERRAND_DIGEST_JOB, errand_digests, label="every 5 minutes", minute="*/5", second=0,
                       grace=timedelta(minutes=30))
 
     async def prune_finished() -> dict[str, int]:

@@ -23,7 +23,7 @@ from bot.scheduler import Scheduler, service_scheduler
 from bot.store import open_store
 from bot.wxclient import WeChatClient
 from handlers import ROUTERS, WELCOME
-from models import cases, media
+from models import cases, errand_docs, media
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ async def open_services(
                         templates=wechat.templates, tz=ZoneInfo(config.community.timezone),
                         channels=config.notices.channel_list)
         cases.configure(config)
+        errand_docs.configure(config.errands)  # where document photos are kept, how long links live
         fetcher = MediaFetcher(client, urls)
         media.configure(fetcher)  # the due action that keeps case photos fetches through it
         engine = Engine(flows or ROUTERS, store, clock, config, welcome=WELCOME, sender=sender)

@@ -309,6 +309,19 @@ class WeChatClient:
             "grant_type": "authorization_code"})
         return result
 
+    # -- the web login (网页授权)
+
+    async def oauth_openid(self, code: str) -> str:
+        """The official-account openid behind a web-login code (snsapi_base); a code works once.
+        WeChat's refusal (40029 invalid code, 40163 used) is a WeChatAPIError."""
+        body = await self._request("GET", "/sns/oauth2/access_token", params={
+            "appid": self.wechat.appid, "secret": self.wechat.secret, "code": code,
+            "grant_type": "authorization_code"})
+        openid = str(body.get("openid") or "")
+        if not openid:
+            raise WeChatUnavailable("/sns/oauth2/access_token: no openid in the answer")
+        return openid
+
     async def phone_number(self, code: str) -> str:
         body = await self.call("POST", "/wxa/business/getuserphonenumber", app="mp", json_body={"code": code})
         return str(body["phone_info"]["purePhoneNumber"])

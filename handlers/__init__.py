@@ -8,6 +8,7 @@ from handlers import (
     case_figures,
     case_sessions,
     cases,
+    errands,
     family,
     love_bank,
     menu,
@@ -47,12 +48,13 @@ ROUTERS: list[Flow] = [
     *wishes.FLOWS,
     *redemption.FLOWS,
     *canteen.FLOWS,
+    *errands.FLOWS,
 ]
 WELCOME = menu.WELCOME
 
 # The mini-program API views (/api/v1), one router per flow module.
 from bot.api import ApiRouter  # noqa: E402
-from handlers import api_identity, canteen_api, cases_api  # noqa: E402
+from handlers import api_identity, canteen_api, cases_api, errands_api  # noqa: E402
 
 API_ROUTERS: list[ApiRouter] = [
     api_identity.router,
@@ -66,4 +68,5 @@ API_ROUTERS: list[ApiRouter] = [
     wishes.api,
     redemption.api,
     canteen_api.api,
+    errands_api.router,
 ]

@@ -7,7 +7,7 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from models.facts import BIRTH_DATE, declare
-from models.places import Building, Canteen, Community, Grid, Shop, SubDistrict
+from models.places import Building, Canteen, Community, Department, Grid, Shop, SubDistrict
 from models.residents import Resident, ResidentStatus, WechatAccount
 from models.roles import Role, grant
 
@@ -46,6 +46,11 @@ STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
     ("demo-shop", "郑商户", "13904180030", "米家社区", None, "4号楼", "1", "301", Role.SHOP),
     # 幸福食堂: the canteen's counter and kitchen
     ("demo-canteen", "陈食堂", "13904180031", "米家社区", None, "5号楼", "2", "102", Role.CANTEEN_STAFF),
+    # 红色代办: the cloud steward of 米家社区, the red proxy (a party member) of 第二网格 and the
+    # sub-district's civil affairs office (民政)
+    ("demo-steward", "何管家", "13904180033", "米家社区", None, "5号楼", "2", "301", Role.STEWARD),
+    ("demo-proxy", "党代办", "13904180034", "米家社区", "第二网格", "5号楼", "2", "401", Role.RED_PROXY),
+    ("demo-dept", "民政窗口", "13904180035", "米家社区", None, "5号楼", "2", "501", Role.DEPARTMENT),
 ]
 
 # the partner shops of the love bank, by community
@@ -85,6 +90,10 @@ async def load_demo(now: datetime) -> bool:
         canteen = await Canteen.create(name="米家社区幸福食堂", community=communities["米家社区"])
         shops = {name: await Shop.create(name=name, community=communities[cname])
                  for cname, names in SHOPS.items() for name in names}
+        from models.service_package import DEFAULT_PACKAGE
+
+        departments = {name: await Department.create(name=name, sub_district=sub)
+                       for name in dict.fromkeys(item.department for item in DEFAULT_PACKAGE)}
         for openid, name, mobile, cname, staff_grid, bname, unit, room, role in STAFF:
             person = await Resident.create(
                 name=name, mobile=mobile, community=communities[cname],
@@ -98,6 +107,8 @@ async def load_demo(now: datetime) -> bool:
                 scope = shops[SHOPS[cname][0]].id
             if role == Role.CANTEEN_STAFF:
                 scope = canteen.id
+            if role == Role.DEPARTMENT:
+                scope = departments["民政"].id
             await grant(resident_id=person.id, role=role, scope_id=scope, now=now, by_label="demo")
             await WechatAccount.create(openid=openid, channel="chat", resident=person,
                                        created_at=now, subscribed_at=now)

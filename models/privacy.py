@@ -269,6 +269,7 @@ class Retention:
     unbound_accounts_days: int
     erased_residents_days: int
     case_photos_days: int = 365
+    errand_documents_days: int = 30  # document photos of an errand closed or cancelled this long ago
 
 
 async def retention_sweep(retention: Retention, now: datetime) -> dict[str, int]:
@@ -279,6 +280,11 @@ async def retention_sweep(retention: Retention, now: datetime) -> dict[str, int]
         return now - timedelta(days=days)
 
     counts: dict[str, int] = {}
+    from models.errand_docs import sweep_documents
+
+    # Files, not rows: outside the transaction, so a rollback cannot bring back rows of deleted
+    # files (a run cut short is finished by the next one).
+    documents = await sweep_documents(now, retention.errand_documents_days)
     async with in_transaction():
         counts["messages"] = await OutboxMessage.filter(
             created_at__lt=before(retention.messages_days), state__in=["sent", "failed"]
@@ -310,6 +316,7 @@ async def retention_sweep(retention: Retention, now: datetime) -> dict[str, int]
         from models.cases import forget_photos  # models.cases registers a hold here: imported late
 
         counts["case_photos"] = await forget_photos(before(retention.case_photos_days), now)
+        counts["errand_documents"] = documents
         await audit(actor_id=None, subject_id=None, action="retention", purpose="daily retention job",
                     now=now, actor_label="system", detail=counts)
     log.info("retention sweep: %s", counts)

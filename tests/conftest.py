@@ -93,6 +93,7 @@ def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
         wechat={"appid": APPID, "token": TOKEN, "encoding_aes_key": AES_KEY,
                 "previous_encoding_aes_key": OLD_AES_KEY},
         logging={"json": False},
+        errands={"documents_dir": str(tmp_path_factory.mktemp("documents"))},
     )
 
 
@@ -151,7 +152,10 @@ async def _wipe(cfg: Config) -> None:
 @pytest.fixture
 async def config(base_config: Config, _schema: None) -> AsyncIterator[Config]:
     """A clean database and store for each test."""
+    from models import errand_docs
+
     await _wipe(base_config)
+    errand_docs.configure(base_config.errands)  # document photos go to this run's own directory
     yield base_config
 
 

@@ -32,6 +32,7 @@ from models.roles import Role, StaffRole, grant
 from models.service_days import plan_day
 from tests.test_activities_api import MATRIX_CHECKIN_CODE, matrix_activities
 from tests.test_canteen_api import MATRIX_MEAL_CODE, matrix_canteen
+from tests.test_errands_api import matrix_errands
 from tests.test_love_bank_api import matrix_love_bank
 from tests.test_redemption_api import MATRIX_CODE, matrix_redemption
 from tests.test_wishes import matrix_wishes
@@ -119,6 +120,7 @@ async def build_world(client: Any) -> World:
     world.ids.update(await matrix_love_bank(elder, NOW))
     world.ids.update(await matrix_activities(volunteer, NOW))
     world.ids.update(await matrix_canteen(me, elder, NOW))
+    world.ids.update(await matrix_errands(me, elder, volunteer, NOW))
     return world
 
 
@@ -145,6 +147,7 @@ VERIFIERS = ("staff", "subdistrict")
 MIJIA = ("self", "elder", "grid", "grid_other", "staff", "volunteer")  # who lives in 米家社区
 CANTEEN = ("staff", "subdistrict")  # who runs 米家's canteen (its community's and the sub-district's staff)
 DINER = ("self", "elder", *CANTEEN)  # the elder, her proxy and the canteen's staff
+ERRAND_SEES = ("self", "elder", "staff", "subdistrict")  # her side, her community's staff, the sub-district's
 
 
 Body = Callable[[World], Any]
@@ -400,6 +403,61 @@ TABLE: list[Row] = [
     Row("POST", "/canteen/canteens/{canteen_id}/price-rules", only(201, *CANTEEN), {"canteen_id": "canteen"},
         body=lambda w: {"kind": "flat", "params": {"price_fen": 500}, "effective_from": "2026-12-01",
                         "reason": "调价"}),
+    # -- 红色代办 (handlers/errands_api.py): 王秀兰's errands, each asked by self (her family proxy), one per step
+    # (tests/test_errands_api.py matrix_errands); 周社工 (community staff) is their steward, the volunteer also a red
+    # proxy of her grid. Her side, 米家's staff and the sub-district's staff see an errand; the steward's steps are
+    # 周社工's, the proxy's the volunteer's, the confirmation hers; the photo's bytes only the assigned steward's.
+    # Anyone else: 404. The catalogue, settings and the view log are for community staff; the ledger for the
+    # community's and the sub-district's staff; a steward's queue for stewards (community staff are stewards).
+    Row("GET", "/errands/items", everyone(200, unbound=409)),
+    Row("POST", "/errands/items", only(201, "staff"),
+        body=lambda w: {"community_id": w.ids["mijia"], "name": "上门理发", "documents": ["身份证"],
+                        "first_response_minutes": 60, "expected_days": 3}),
+    Row("PUT", "/errands/items/{item_id}", only(200, "staff"), {"item_id": "errand_item"},
+        body=lambda w: {"name": "低保申请", "documents": ["身份证", "户口本"], "first_response_minutes": 60,
+                        "expected_days": 30}),
+    Row("GET", "/errands/settings", only(200, "staff", "staff_other")),  # no community_id: their own
+    Row("PATCH", "/errands/settings", only(200, "staff", "staff_other"), body=lambda w: {"offer_minutes": 45}),
+    # for her: herself, her family proxy, her community's stewards and staff, her grid's worker
+    Row("POST", "/errands", only(201, "self", "elder", "grid", "staff"),
+        body=lambda w: {"item_id": w.ids["errand_new_item"], "for_resident_id": w.ids["elder"]}),
+    Row("GET", "/errands", only(200, "self", "elder"), query=lambda w: f"for_resident_id={w.ids['elder']}"),
+    Row("GET", "/errands/queue", only(200, "staff", "staff_other")),
+    Row("GET", "/errands/department-queue", only(200)),  # no department staff among the callers
+    Row("GET", "/errands/proxy-tasks", only(200, "volunteer")),
+    Row("GET", "/errands/ledger", only(200, "staff", "subdistrict"), query=lambda w: f"community_id={w.ids['mijia']}"),
+    Row("GET", "/errands/figures", only(200, "staff", "staff_other", "subdistrict")),  # each their widest
+    Row("GET", "/errands/{errand_id}", only(200, *ERRAND_SEES), {"errand_id": "errand"}),
+    Row("POST", "/errands/{errand_id}/photos", only(201, "self", "elder"), {"errand_id": "errand"},
+        body=lambda w: {"document": "户口本", "media_id": "matrix-photo"}),
+    Row("GET", "/errands/{errand_id}/photos/{photo_id}", only(200, "staff"),
+        {"errand_id": "errand", "photo_id": "errand_photo"}),
+    Row("POST", "/errands/{errand_id}/take", only(200, "staff"), {"errand_id": "errand"}),
+    Row("POST", "/errands/photos/{photo_id}/review", only(200, "staff"), {"photo_id": "errand_photo"},
+        body=lambda w: {"accept": True}),
+    Row("POST", "/errands/{errand_id}/transfer", only(200, "staff"), {"errand_id": "errand_ready"},
+        body=lambda w: {}),
+    Row("POST", "/errands/{errand_id}/progress", only(200, "staff"), {"errand_id": "errand_transferred"},
+        body=lambda w: {"progress": "received"}),
+    Row("POST", "/errands/{errand_id}/require-proxy", only(200, "staff"), {"errand_id": "errand"},
+        body=lambda w: {}),
+    Row("POST", "/errands/{errand_id}/offer/accept", only(200, "volunteer"), {"errand_id": "errand_offered"},
+        body=lambda w: {}),
+    Row("POST", "/errands/{errand_id}/proxy", only(200, "staff"), {"errand_id": "errand"},
+        body=lambda w: {"proxy_id": w.ids["red_proxy"]}),
+    Row("POST", "/errands/{errand_id}/custody", only(201, "volunteer"), {"errand_id": "errand_transferred"},
+        body=lambda w: {"document": "户口本", "note": "原件核验"}),
+    Row("POST", "/errands/custody/{entry_id}/return", only(200, "volunteer"), {"entry_id": "custody_entry"},
+        body=lambda w: {}),
+    # the red proxy brings the result to her door: those who see the errand are told so (409)
+    Row("POST", "/errands/{errand_id}/deliver", only(409, *ERRAND_SEES) | {"volunteer": 200},
+        {"errand_id": "errand_result"}, body=lambda w: {}),
+    Row("POST", "/errands/{errand_id}/confirm", only(200, "self", "elder"), {"errand_id": "errand_delivered"},
+        body=lambda w: {"rating": 5}),
+    Row("POST", "/errands/{errand_id}/cancel", only(200, "self", "elder", "staff"), {"errand_id": "errand"},
+        body=lambda w: {"reason": "不需要了"}),
+    Row("POST", "/errands/{errand_id}/link", only(201, "staff"), {"errand_id": "errand"}, body=lambda w: {}),
+    Row("GET", "/errands/{errand_id}/views", only(200, "staff"), {"errand_id": "errand"}),
 ]
 
 ROWS = [pytest.param(row, id=f"{row.method} {row.path}") for row in TABLE]

@@ -14,6 +14,7 @@ from bot.clock import FrozenClock
 from bot.config import Config
 from bot.scheduler import (
     DUE_ACTIONS_JOB,
+    ERRAND_DIGEST_JOB,
     PRUNE_JOB,
     RETENTION_JOB,
     ROUNDUP_JOB,
@@ -113,7 +114,8 @@ async def test_a_failing_run_is_recorded_and_not_retried_for_the_same_time() -> 
 
 async def test_the_service_registers_retention_and_the_due_action_sweep(config: Config, clock: FrozenClock) -> None:
     names = [job.name for job in service_scheduler(config, clock).jobs()]
-    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB, SESSION_REMINDER_JOB, ROUNDUP_JOB, PRUNE_JOB]
+    assert names == [RETENTION_JOB, DUE_ACTIONS_JOB, SERVICE_DAY_JOB, SESSION_REMINDER_JOB, ROUNDUP_JOB,
+                     ERRAND_DIGEST_JOB, PRUNE_JOB]
 
 
 # ---------------------------------------------------------------------------- due actions

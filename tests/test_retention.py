@@ -73,7 +73,7 @@ async def test_sweep_deletes_only_what_expired_and_logs_counts(
     counts = await service_scheduler(config, clock).run(RETENTION_JOB)
 
     assert counts == {"messages": 2, "prompts": 2, "link_requests": 1, "unbound_accounts": 2,
-                      "erased_residents": 1, "audit": 1, "case_photos": 0}
+                      "erased_residents": 1, "audit": 1, "case_photos": 0, "errand_documents": 0}
     assert "retention sweep:" in caplog.text and "'messages': 2" in caplog.text
     assert sorted(await OutboxMessage.all().values_list("idempotency_key", flat=True)) == ["old-pending",
                                                                                           "recent-sent"]
@@ -153,6 +153,7 @@ def test_cli_privacy_sweep_runs_once_and_prints_counts(tmp_path: Path, cli_env: 
     result = linli("privacy", "sweep", cwd=tmp_path, env=cli_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("retention sweep: messages 0, prompts 0, link requests 0, unbound accounts 0, "
-                                     "erased residents anonymised 0, audit rows 0, case photos 0")
+                                     "erased residents anonymised 0, audit rows 0, case photos 0, "
+                                     "errand document photos 0")
     bad = linli("privacy", "sweep", cwd=tmp_path, env={**cli_env, "LINLI_PRIVACY_SWEEP_AT": "noon"})
     assert bad.returncode == 2 and "privacy.sweep_at" in bad.stderr and "Traceback" not in bad.stderr

@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 # WeChat's behaviour that the fake needs but Linli's code does not rely on, so it is not in the
 # rules table. Sources: the API pages of bot.wechat_rules' DOC_* plus the menu and QR-code pages.
 STABLE_TOKEN_OVERLAP = timedelta(seconds=30)  # the old token after force_refresh
+OAUTH_CODE_TTL = timedelta(minutes=5)  # a web-login code not exchanged by then is refused
 QR_TEMP_DEFAULT_SECONDS = 60
 QR_TEMP_MAX_SECONDS = 2_592_000  # 30 days; longer requests are capped
 QR_LIMIT_SCENE_MAX_ID = 100_000
@@ -368,6 +369,7 @@ class FakeWeChat:
         self._login_codes: dict[str, tuple[str, str | None]] = {}
         self._phone_codes: dict[str, tuple[str, str]] = {}
         self._used_codes: set[str] = set()
+        self._oauth_codes: dict[str, tuple[str, datetime]] = {}  # web-login code -> openid, issued at
         self._sent: list[SentMessage] = []
         self._faults: defaultdict[str, deque[int]] = defaultdict(deque)
         self._drops: defaultdict[str, int] = defaultdict(int)
@@ -403,6 +405,7 @@ class FakeWeChat:
             "/cgi-bin/tags/members/batchuntagging": _Route("POST", self._batch_untagging),
             "/cgi-bin/user/tag/get": _Route("POST", self._tag_members),
             "/sns/jscode2session": _Route("GET", self._jscode2session, token=False),
+            "/sns/oauth2/access_token": _Route("GET", self._oauth_access_token, token=False),
             "/wxa/business/getuserphonenumber": _Route("POST", self._phone_number),
         }
 
@@ -493,6 +496,11 @@ class FakeWeChat:
     def add_login_code(self, code: str, openid: str, unionid: str | None = None) -> None:
         self._used_codes.discard(code)
         self._login_codes[code] = (openid, unionid)
+
+    def add_oauth_code(self, code: str, openid: str) -> None:
+        """A web-login (网页授权) code WeChat gave this follower of the official account: it works
+        once, within OAUTH_CODE_TTL."""
+        self._oauth_codes[code] = (openid, self.clock.now())
 
     def add_phone_code(self, code: str, phone: str, country_code: str = "86") -> None:
         self._phone_codes[code] = (phone, country_code)
@@ -1045,6 +1053,31 @@ class FakeWeChat:
         if unionid:
             answer["unionid"] = unionid
         return answer
+
+    async def _oauth_access_token(self, request: web.Request, body: Any) -> Answer:
+        """The web login's code → openid exchange (snsapi_base), for the official account only."""
+        q = request.query
+        if not q.get("appid"):
+            raise _Refused(ERR_APPID_MISSING)
+        if not q.get("secret"):
+            raise _Refused(ERR_SECRET_MISSING)
+        if q["appid"] not in self.apps:
+            raise _Refused(ERR_INVALID_APPID)
+        if q["secret"] != self.apps[q["appid"]]:
+            raise _Refused(ERR_INVALID_APPSECRET)
+        if q.get("grant_type") != "authorization_code":
+            raise _Refused(ERR_INVALID_GRANT_TYPE)
+        code = q.get("code", "")
+        if not code:
+            raise _Refused(ERR_CODE_MISSING)
+        # a code works once (taken out whatever follows), only for the official account it was
+        # issued by, and only for a few minutes
+        issued = self._oauth_codes.pop(code, None)
+        if issued is None or q["appid"] != self.appid or self.clock.now() >= issued[1] + OAUTH_CODE_TTL:
+            raise _Refused(ERR_INVALID_CODE)
+        return {"access_token": secrets.token_urlsafe(64), "expires_in": 7200,
+                "refresh_token": secrets.token_urlsafe(64), "openid": issued[0], "scope": "snsapi_base",
+                "is_snapshotuser": 0}
 
     async def _phone_number(self, request: web.Request, body: Any) -> Answer:
         body = _obj(body)

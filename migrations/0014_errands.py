@@ -1,0 +1,163 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+import functools
+from json import dumps, loads
+from tortoise.fields.base import OnDelete
+from tortoise import fields
+from tortoise.indexes import Index
+
+class Migration(migrations.Migration):
+    dependencies = [('linli', '0013_canteen')]
+
+    initial = False
+
+    operations = [
+        ops.CreateModel(
+            name='ErrandItem',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('community', fields.ForeignKeyField('linli.Community', source_field='community_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('name', fields.CharField(max_length=16)),
+                ('department', fields.ForeignKeyField('linli.Department', source_field='department_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('documents', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('statuses', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('min_age', fields.IntField(default=0)),
+                ('first_response_minutes', fields.IntField(default=120)),
+                ('expected_days', fields.IntField(default=7)),
+                ('active', fields.BooleanField(default=True)),
+                ('position', fields.IntField(default=0)),
+                ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('updated_by', fields.ForeignKeyField('linli.Resident', source_field='updated_by_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+            ],
+            options={'table': 'errand_item', 'app': 'linli', 'unique_together': (('community', 'name'),), 'pk_attr': 'id', 'table_description': 'One item of a community service package, which its staff edit.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Errand',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('community', fields.ForeignKeyField('linli.Community', source_field='community_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.RESTRICT)),
+                ('item', fields.ForeignKeyField('linli.ErrandItem', source_field='item_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.RESTRICT)),
+                ('item_name', fields.CharField(max_length=16)),
+                ('documents', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('first_response_minutes', fields.IntField()),
+                ('expected_days', fields.IntField()),
+                ('resident', fields.ForeignKeyField('linli.Resident', source_field='resident_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.RESTRICT)),
+                ('requested_by', fields.ForeignKeyField('linli.Resident', source_field='requested_by_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('via', fields.CharField(default='chat', max_length=8)),
+                ('note', fields.CharField(default='', max_length=200)),
+                ('state', fields.CharField(default='collecting', max_length=16)),
+                ('progress', fields.CharField(default='', max_length=16)),
+                ('progress_note', fields.CharField(default='', max_length=200)),
+                ('steward', fields.ForeignKeyField('linli.Resident', source_field='steward_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('department', fields.ForeignKeyField('linli.Department', source_field='department_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('needs_proxy', fields.BooleanField(default=False)),
+                ('proxy_reason', fields.CharField(default='', max_length=32)),
+                ('proxy_level', fields.CharField(default='', max_length=12)),
+                ('proxy', fields.ForeignKeyField('linli.Resident', source_field='proxy_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('first_response_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('complete_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('transferred_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('result_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('delivered_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('at_door', fields.BooleanField(default=False)),
+                ('closed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('rating', fields.IntField(null=True)),
+                ('rating_note', fields.CharField(default='', max_length=200)),
+                ('documents_deleted_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('version', fields.IntField(default=0)),
+            ],
+            options={'table': 'errand', 'app': 'linli', 'indexes': [Index(fields=['community_id', 'state']), Index(fields=['resident_id', 'state']), Index(fields=['state', 'closed_at'])], 'pk_attr': 'id', 'table_description': 'One request of the service package, for one resident.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='CustodyEntry',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('errand', fields.ForeignKeyField('linli.Errand', source_field='errand_id', db_index=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('proxy', fields.ForeignKeyField('linli.Resident', source_field='proxy_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('document', fields.CharField(max_length=32)),
+                ('taken_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('returned_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('note', fields.CharField(default='', max_length=100)),
+            ],
+            options={'table': 'errand_custody', 'app': 'linli', 'pk_attr': 'id', 'table_description': 'An original document a red proxy took from the home, and when it went back.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ErrandEvent',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('errand', fields.ForeignKeyField('linli.Errand', source_field='errand_id', db_index=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('kind', fields.CharField(max_length=24)),
+                ('actor', fields.ForeignKeyField('linli.Resident', source_field='actor_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('data', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'errand_event', 'app': 'linli', 'pk_attr': 'id', 'table_description': 'One step in an errand history.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ErrandPhoto',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('errand', fields.ForeignKeyField('linli.Errand', source_field='errand_id', db_index=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('document', fields.CharField(max_length=32)),
+                ('state', fields.CharField(default='saving', max_length=12)),
+                ('media_id', fields.CharField(default='', max_length=128)),
+                ('pic_url', fields.CharField(default='', max_length=500)),
+                ('sha256', fields.CharField(default='', max_length=64)),
+                ('size', fields.IntField(default=0)),
+                ('content_type', fields.CharField(default='', max_length=16)),
+                ('file_name', fields.CharField(default='', max_length=80)),
+                ('reason', fields.CharField(default='', max_length=100)),
+                ('sent_by', fields.ForeignKeyField('linli.Resident', source_field='sent_by_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('stored_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('reviewed_by', fields.ForeignKeyField('linli.Resident', source_field='reviewed_by_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('reviewed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('deleted_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'errand_photo', 'app': 'linli', 'pk_attr': 'id', 'table_description': 'One photo of one required document, kept in the document directory.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='DocumentView',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('errand', fields.ForeignKeyField('linli.Errand', source_field='errand_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('photo', fields.ForeignKeyField('linli.ErrandPhoto', source_field='photo_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('viewer', fields.ForeignKeyField('linli.Resident', source_field='viewer_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+                ('via', fields.CharField(max_length=8)),
+                ('at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'errand_document_view', 'app': 'linli', 'indexes': [Index(fields=['errand_id', 'at'])], 'pk_attr': 'id', 'table_description': 'One opening of a document photo (through the signed link or the API), or its deletion.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ErrandSettings',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('community', fields.OneToOneField('linli.Community', source_field='community_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('digest_times', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('offer_minutes', fields.IntField(default=30)),
+                ('proxy_points', fields.IntField(default=20)),
+                ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('updated_by', fields.ForeignKeyField('linli.Resident', source_field='updated_by_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
+            ],
+            options={'table': 'errand_settings', 'app': 'linli', 'pk_attr': 'id', 'table_description': 'A community red-proxy and steward settings, which its staff edit.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='SecretKey',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('name', fields.CharField(unique=True, max_length=32)),
+                ('value', fields.CharField(max_length=128)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'secret_key', 'app': 'linli', 'pk_attr': 'id', 'table_description': 'A key the service made for itself (the document link signing key when none is configured).'},
+            bases=['Model'],
+        ),
+    ]
