@@ -28,6 +28,7 @@ from bot.api import (
     idempotency_key,
     invalid,
     once,
+    real_day,
 )
 from bot.engine import REPLY_MAX_CHARS, Ask, Done, Engine, Flow, Goto, Inbound, Question, choice, confirm, free_text
 from bot.wxclient import WeChatAPIError, WeChatUnavailable
@@ -747,12 +748,7 @@ class ActivityIn(Strict):
                                      description="same as the Idempotency-Key header: a retried request with "
                                                  "the same token returns the first activity")
 
-    @field_validator("date")
-    @classmethod
-    def _real_day(cls, value: str) -> str:
-        if not 2000 <= date.fromisoformat(value).year <= 2100:  # ValueError (a 422) for 2026-02-30 too
-            raise ValueError("a year between 2000 and 2100")
-        return value
+    _date = field_validator("date")(real_day)
 
 
 class SignupOut(BaseModel):

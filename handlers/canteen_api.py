@@ -26,6 +26,7 @@ from bot.api import (
     invalid,
     not_found,
     once,
+    real_day,
 )
 from models import canteen_booking as booking_ops
 from models.canteen import (
@@ -94,12 +95,6 @@ DIET_DOC = "soft 软食 | low_salt 低盐 | low_sugar 低糖"
 FOR_DOC = "a family proxy or canteen staff: whom for (default: the caller)"
 
 
-def _real_day(value: str | None) -> str | None:
-    if value is not None and not 2000 <= date.fromisoformat(value).year <= 2100:  # ValueError: 422
-        raise ValueError("a year between 2000 and 2100")
-    return value
-
-
 # ---------------------------------------------------------------------------- shapes
 
 
@@ -163,7 +158,7 @@ class ClosedDayIn(Strict):
     day: str = Field(pattern=DAY, description="YYYY-MM-DD, community time")
     reason: str = Field(default="", max_length=60)
 
-    _day = field_validator("day")(_real_day)
+    _day = field_validator("day")(real_day)
 
 
 class DishIn(Strict):
@@ -214,7 +209,7 @@ class MenusQuery(Query):
                                                                    "the open menus of the coming week")
     for_resident_id: Id | None = Field(default=None, description="whose price and booking to show")
 
-    _day = field_validator("day")(_real_day)
+    _day = field_validator("day")(real_day)
 
 
 class MenuIn(Strict):
@@ -224,7 +219,7 @@ class MenuIn(Strict):
     price_fen: int = Field(ge=0, le=PRICE_MAX_FEN, description="the menu price")
     capacity: int | None = Field(default=None, ge=1, le=CAPACITY_MAX, description="default: the meal's")
 
-    _day = field_validator("day")(_real_day)
+    _day = field_validator("day")(real_day)
 
 
 class PublishedOut(BaseModel):
@@ -369,7 +364,7 @@ class CardIn(Strict):
     @field_validator("month")
     @classmethod
     def _real_month(cls, value: str) -> str:
-        _real_day(value + "-01")
+        real_day(value + "-01")
         return value
 
 
@@ -473,7 +468,7 @@ class FiguresQuery(Query):
     to: str | None = Field(default=None, pattern=DAY, description="YYYY-MM-DD, the last day counted; default today")
     format: Literal["json", "xlsx"] = Field(default="json", description="xlsx: the same figures as a spreadsheet")
 
-    _days = field_validator("from_", "to")(_real_day)
+    _days = field_validator("from_", "to")(real_day)
 
 
 class MealFigures(BaseModel):
@@ -552,7 +547,7 @@ class RuleIn(Strict):
     reason: str = Field(min_length=1, max_length=100)
     active: bool = Field(default=True, description="false: the rule no longer applies from that date")
 
-    _day = field_validator("effective_from")(_real_day)
+    _day = field_validator("effective_from")(real_day)
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 
-from bot.api import ApiError, ApiRequest, ApiRouter, FieldError, FileBody, Query
+from bot.api import ApiError, ApiRequest, ApiRouter, FieldError, FileBody, Query, real_day
 from bot.clock import format_zh
 from bot.engine import REPLY_MAX_CHARS, Ask, Done, Flow, choice
 from models.case_figures import (
@@ -120,12 +120,7 @@ class FiguresQuery(Query):
                             description="YYYY-MM-DD, the first day NOT counted; default: now")
     format: Literal["json", "xlsx"] = Field(default="json", description="xlsx: the same figures as a spreadsheet")
 
-    @field_validator("start", "end")
-    @classmethod
-    def _a_real_day(cls, value: str | None) -> str | None:
-        if value is not None:
-            date.fromisoformat(value)  # ValueError for 2026-02-30
-        return value
+    _days = field_validator("start", "end")(real_day)
 
 
 class FigureRow(BaseModel):

@@ -24,6 +24,7 @@ from bot.api import (
     idempotency_key,
     invalid,
     not_found,
+    real_day,
 )
 from bot.engine import REPLY_MAX_CHARS, Ask, Done, Engine, Flow, Goto, Inbound, choice
 from models.ledger import REASON_MAX, SOURCE_LABELS, Account, Entry, Posted, Source, points_of, signed
@@ -347,12 +348,7 @@ class PeriodQuery(Query):
                               description="YYYY-MM-DD, the first day counted (community time)")
     to: str | None = Field(default=None, pattern=DAY, description="YYYY-MM-DD, the last day counted; default today")
 
-    @field_validator("from_", "to")
-    @classmethod
-    def _a_real_day(cls, value: str | None) -> str | None:
-        if value is not None:
-            date.fromisoformat(value)  # ValueError for 2026-02-30
-        return value
+    _days = field_validator("from_", "to")(real_day)
 
 
 class FiguresQuery(PeriodQuery):
