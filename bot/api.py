@@ -21,13 +21,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from redis.exceptions import LockError
 
@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 INT_MAX = 2**31 - 1  # ids are 32-bit in the database
 BODY_MAX = 64 * 1024
+# shapes the flow modules share
+Id = Annotated[int, Field(ge=1, le=INT_MAX)]  # an id in a path, a query or a body
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"  # a time of day
+DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # a date (real_day checks it is one)
+TEXT = r"^[^\x00-\x1f\x7f]*$"  # one line of visible text: no control characters
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 class Strict(BaseModel):

@@ -16,10 +16,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bot.api import (
-    INT_MAX,
+    DAY,
+    HHMM,
+    XLSX,
     ApiRequest,
     ApiRouter,
     FileBody,
+    Id,
     Query,
     Strict,
     idempotency_key,
@@ -78,12 +81,8 @@ from models.residents import Mobility, Resident
 
 api = ApiRouter("canteen")
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PDF = "application/pdf"
-Id = Annotated[int, Field(ge=1, le=INT_MAX)]
-DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 MONTH = r"^[0-9]{4}-[0-9]{2}$"
-HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 MealCode = Literal["breakfast", "lunch", "dinner"]
 ModeCode = Literal["dine_in", "delivery"]
 DietCode = Literal["soft", "low_salt", "low_sugar"]

@@ -19,10 +19,14 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bot.api import (
-    INT_MAX,
+    DAY,
+    HHMM,
+    TEXT,
+    XLSX,
     ApiRequest,
     ApiRouter,
     FileBody,
+    Id,
     Query,
     Strict,
     idempotency_key,
@@ -57,12 +61,6 @@ from models.wishes import mask_name
 
 router = ApiRouter("errands")
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-Id = Annotated[int, Field(ge=1, le=INT_MAX)]
-DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-# one line of visible text: no control characters (a name, a document, a note)
-TEXT = r"^[^\x00-\x1f\x7f]*$"
 Document = Annotated[str, Field(min_length=1, max_length=32, pattern=TEXT)]
 StatusCode = Literal["dibao", "tekun", "guagua", "shidu", "veteran", "model_worker", "advanced_worker", "disabled",
                      "lives_alone", "party_member"]

@@ -30,7 +30,6 @@ import openpyxl
 from fpdf import FPDF
 from fpdf.enums import WrapMode
 from fpdf.fonts import FontFace
-from openpyxl.styles import Font
 from tortoise.expressions import Subquery
 from tortoise.functions import Sum
 
@@ -50,11 +49,15 @@ from models.canteen_prices import RULE_LABELS, yuan
 from models.canteen_wallet import canteen_of, is_canteen_staff
 from models.errors import UserFacingError
 from models.ledger import Account, AccountKind, Asset, Entry
-from models.love_figures import FONT_PATH, _append, _save
+from models.love_figures import FONT_PATH
 from models.places import Canteen
 from models.proxies import acts_for
 from models.redemption import is_community_staff
 from models.residents import Resident
+from models.sheets import append as _append
+from models.sheets import bold as _bold
+from models.sheets import save as _save
+from models.sheets import widths as _widths
 
 if TYPE_CHECKING:
     from models.canteen_booking import KitchenCount
@@ -333,18 +336,6 @@ def figures_text(figs: CanteenFigures) -> str:
 
 
 # ---------------------------------------------------------------------------- spreadsheets
-
-
-def _bold(ws: Any, *rows: int) -> None:
-    bold = Font(bold=True)
-    for row in rows:
-        for cell in ws[row]:
-            cell.font = bold
-
-
-def _widths(ws: Any, *widths: int) -> None:
-    for i, width in enumerate(widths):
-        ws.column_dimensions[chr(ord("A") + i)].width = width
 
 
 MEAL_HEADERS = ("订餐", "已就餐", "未就餐", "取消", "候补中", "未订上", "个人支付（分）", "菜价合计（分）")

@@ -41,6 +41,7 @@ from models.cases import CATEGORIES, KLASS_LABELS, Case, Klass
 from models.errors import NotFound
 from models.places import Community, Grid, SubDistrict
 from models.roles import Role, Scope, StaffRole, active_roles, scope_place
+from models.sheets import append as _append
 
 # who sees figures, each of the units in their scope
 FIGURE_ROLES = (Role.GRID_WORKER, Role.COMMUNITY_STAFF, Role.SUBDISTRICT_STAFF)
@@ -285,13 +286,6 @@ RATES = ("acceptance_rate", "completion_rate", "satisfaction_rate")
 def row_values(figures: Figures) -> list[int | str]:
     """The figures in the order of COLUMNS, rates as text ("95.2%" or "—")."""
     return [percent(getattr(figures, key)) if key in RATES else int(getattr(figures, key)) for _, key in COLUMNS]
-
-
-def _append(ws: Any, values: Sequence[int | str]) -> None:
-    ws.append(list(values))
-    for cell in ws[ws.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"  # text, never a formula, whatever a place's name starts with
 
 
 def to_xlsx(rep: Report, tz: ZoneInfo) -> bytes:

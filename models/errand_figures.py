@@ -27,7 +27,6 @@ anybody else is refused (``Forbidden``).
 
 from __future__ import annotations
 
-import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import openpyxl
-from openpyxl.styles import Font
 
 from models.cases import CONTEXT
 from models.errands import PROGRESS_LABELS, RESULTS, STATE_LABELS, Errand, ErrandState
@@ -44,6 +42,10 @@ from models.love_figures import Period
 from models.places import Building, Community, SubDistrict
 from models.residents import Resident
 from models.roles import Place, Role, Scope, active_roles
+from models.sheets import append as _append
+from models.sheets import bold as _bold
+from models.sheets import save as _save
+from models.sheets import widths as _widths
 from models.wishes import mask_name
 
 PERIOD_DAYS_MAX = 366
@@ -346,31 +348,6 @@ def figures_text(figs: Figures) -> str:
 
 
 # ---------------------------------------------------------------------------- spreadsheets
-
-
-def _append(ws: Any, values: Sequence[Any]) -> None:
-    ws.append(list(values))
-    for cell in ws[ws.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"  # text, never a formula, whatever a name starts with
-
-
-def _bold(ws: Any, *rows: int) -> None:
-    bold = Font(bold=True)
-    for row in rows:
-        for cell in ws[row]:
-            cell.font = bold
-
-
-def _widths(ws: Any, *widths: int) -> None:
-    for i, width in enumerate(widths):
-        ws.column_dimensions[chr(ord("A") + i)].width = width
-
-
-def _save(book: Any) -> bytes:
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
 
 
 def _day(value: date | None) -> str:

@@ -27,7 +27,6 @@ Definitions, for entries created in [start, end) (community time turned into UTC
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -64,6 +63,8 @@ from models.places import Community, Shop, SubDistrict
 from models.proxies import acts_for
 from models.residents import Resident
 from models.roles import Place, Role, Scope, active_roles
+from models.sheets import append as _append
+from models.sheets import save as _save
 
 EARNING_SOURCES = (Source.ACTIVITY, Source.DELIVERY, Source.ERRAND, Source.WISH)
 # Redemption and expiry entries move with their voucher (cancel it to return the points); reversing
@@ -479,19 +480,6 @@ FIGURE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("居民积分余额（期末）", "outstanding"), ("兑换券占用积分（期末）", "reserved"),
     ("获得积分的志愿者（人）", "volunteers"),
 )
-
-
-def _append(ws: Any, values: Sequence[Any]) -> None:
-    ws.append(list(values))
-    for cell in ws[ws.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"  # text, never a formula, whatever a name starts with
-
-
-def _save(book: Any) -> bytes:
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
 
 
 def figures_xlsx(figs: LoveFigures) -> bytes:

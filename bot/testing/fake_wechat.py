@@ -1028,7 +1028,8 @@ class FakeWeChat:
         answer["next_openid"] = page[-1] if page else ""
         return answer
 
-    async def _jscode2session(self, request: web.Request, body: Any) -> Answer:
+    def _app_grant(self, request: web.Request) -> Any:
+        """The query of a code exchange, its app credentials and grant type checked as WeChat does."""
         q = request.query
         if not q.get("appid"):
             raise _Refused(ERR_APPID_MISSING)
@@ -1040,6 +1041,10 @@ class FakeWeChat:
             raise _Refused(ERR_INVALID_APPSECRET)
         if q.get("grant_type") != "authorization_code":
             raise _Refused(ERR_INVALID_GRANT_TYPE)
+        return q
+
+    async def _jscode2session(self, request: web.Request, body: Any) -> Answer:
+        q = self._app_grant(request)
         code = q.get("js_code", "")
         if not code:
             raise _Refused(ERR_CODE_MISSING)
@@ -1056,17 +1061,7 @@ class FakeWeChat:
 
     async def _oauth_access_token(self, request: web.Request, body: Any) -> Answer:
         """The web login's code → openid exchange (snsapi_base), for the official account only."""
-        q = request.query
-        if not q.get("appid"):
-            raise _Refused(ERR_APPID_MISSING)
-        if not q.get("secret"):
-            raise _Refused(ERR_SECRET_MISSING)
-        if q["appid"] not in self.apps:
-            raise _Refused(ERR_INVALID_APPID)
-        if q["secret"] != self.apps[q["appid"]]:
-            raise _Refused(ERR_INVALID_APPSECRET)
-        if q.get("grant_type") != "authorization_code":
-            raise _Refused(ERR_INVALID_GRANT_TYPE)
+        q = self._app_grant(request)
         code = q.get("code", "")
         if not code:
             raise _Refused(ERR_CODE_MISSING)
