@@ -34,6 +34,7 @@ MODEL_MODULES = [
     "models.canteen",
     "models.redemption",
     "models.errands",
+    "models.riders",
 ]
 
 

@@ -685,6 +685,10 @@ async def cancel(*, booking_id: int, by_id: int, now: datetime, reason: str = ""
         return await booking_of(booking_id, by_id)  # changed meanwhile: a double tap, the cut-off
     if seated:
         await _pass_seat(menu.id, now)
+    if booking.mode == Mode.DELIVERY and not before_cutoff:
+        from models import rider_core  # its stop on a delivery route is dropped
+
+        await rider_core.cancel_stop_of(booking.id, now)
     if by_id != booking.resident_id and not await _speaks_for(by_id, booking.resident_id):
         back = booking.price_fen if booking.status in (BookingStatus.BOOKED, BookingStatus.CHARGED) or (
             booking.status == BookingStatus.NO_SHOW) else 0
@@ -867,6 +871,9 @@ async def run_cutoff(menu_id: int, now: datetime) -> bool:
     staff = await staff_of(menu.canteen_id)
     if staff:
         await push_text(staff, kitchen_text(await kitchen_count(menu.id)), f"canteen:menu:{menu.id}:kitchen", now)
+    from models import rider_core  # the delivery routes (先锋骑士) read this module
+
+    await rider_core.build_routes(menu.id, now)
     return True
 
 
@@ -879,6 +886,9 @@ async def run_meal_end(menu_id: int, now: datetime) -> bool:
     if menu.state == MenuState.OPEN:
         await run_cutoff(menu.id, now)
         menu = await Menu.get(id=menu.id)
+    from models import rider_core  # delivery routes still out are settled first (先锋骑士)
+
+    await rider_core.end_meal(menu.id, now)
     pays = (await settings_of(menu.canteen_id)).no_show_pays
     for booking in await Booking.filter(menu_id=menu.id, status=BookingStatus.BOOKED):  # raced past the cut-off
         await _charge_one(booking, menu, now)

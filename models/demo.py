@@ -51,6 +51,8 @@ STAFF: list[tuple[str, str, str, str, str | None, str, str, str, str]] = [
     ("demo-steward", "何管家", "13904180033", "米家社区", None, "5号楼", "2", "301", Role.STEWARD),
     ("demo-proxy", "党代办", "13904180034", "米家社区", "第二网格", "5号楼", "2", "401", Role.RED_PROXY),
     ("demo-dept", "民政窗口", "13904180035", "米家社区", None, "5号楼", "2", "501", Role.DEPARTMENT),
+    # 先锋骑士: the pioneer rider of 米家社区, who takes the canteen's delivery routes
+    ("demo-rider", "骑士小王", "13904180036", "米家社区", None, "5号楼", "3", "101", Role.RIDER),
 ]
 
 # the partner shops of the love bank, by community
