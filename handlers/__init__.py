@@ -15,6 +15,7 @@ from handlers import (
     notices,
     profile,
     redemption,
+    riders,
     service_days,
     staff_records,
     wishes,
@@ -49,12 +50,13 @@ ROUTERS: list[Flow] = [
     *redemption.FLOWS,
     *canteen.FLOWS,
     *errands.FLOWS,
+    *riders.FLOWS,
 ]
 WELCOME = menu.WELCOME
 
 # The mini-program API views (/api/v1), one router per flow module.
 from bot.api import ApiRouter  # noqa: E402
-from handlers import api_identity, canteen_api, cases_api, errands_api  # noqa: E402
+from handlers import api_identity, canteen_api, cases_api, errands_api, riders_api  # noqa: E402
 
 API_ROUTERS: list[ApiRouter] = [
     api_identity.router,
@@ -69,4 +71,5 @@ API_ROUTERS: list[ApiRouter] = [
     redemption.api,
     canteen_api.api,
     errands_api.router,
+    riders_api.router,
 ]

@@ -35,6 +35,7 @@ from tests.test_canteen_api import MATRIX_MEAL_CODE, matrix_canteen
 from tests.test_errands_api import matrix_errands
 from tests.test_love_bank_api import matrix_love_bank
 from tests.test_redemption_api import MATRIX_CODE, matrix_redemption
+from tests.test_riders_api import matrix_riders
 from tests.test_wishes import matrix_wishes
 
 NOW = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -121,6 +122,7 @@ async def build_world(client: Any) -> World:
     world.ids.update(await matrix_activities(volunteer, NOW))
     world.ids.update(await matrix_canteen(me, elder, NOW))
     world.ids.update(await matrix_errands(me, elder, volunteer, NOW))
+    world.ids.update(await matrix_riders(elder, volunteer, NOW))
     return world
 
 
@@ -458,6 +460,27 @@ TABLE: list[Row] = [
         body=lambda w: {"reason": "不需要了"}),
     Row("POST", "/errands/{errand_id}/link", only(201, "staff"), {"errand_id": "errand"}, body=lambda w: {}),
     Row("GET", "/errands/{errand_id}/views", only(200, "staff"), {"errand_id": "errand"}),
+    # -- 先锋骑士 (handlers/riders_api.py): tomorrow's lunch and Monday's dinner were cut off into delivery routes
+    # (tests/test_riders_api.py matrix_riders) and the volunteer is also 米家's pioneer rider. Riders list and
+    # claim the routes, the route's rider marks its stops; the canteen's staff (米家's and the sub-district's)
+    # see a route too, but may not give the volunteer's back (409). 刘桂芳's open welfare alert (5号楼, 第二网格)
+    # is for her grid's worker and 米家's staff; the settings for community staff (their own); the figures for
+    # the community's, its canteen's and the sub-district's staff (each their own). Anyone else: 404.
+    Row("GET", "/riders/settings", only(200, "staff", "staff_other")),
+    Row("PATCH", "/riders/settings", only(200, "staff", "staff_other"), body=lambda w: {"points": 12}),
+    Row("GET", "/riders/routes", only(200, "volunteer")),
+    Row("GET", "/riders/routes/{route_id}", only(200, "volunteer", *CANTEEN), {"route_id": "route_open"}),
+    Row("POST", "/riders/routes/{route_id}/claim", only(200, "volunteer"), {"route_id": "route_open"}),
+    Row("POST", "/riders/routes/{route_id}/release", only(409, *CANTEEN) | {"volunteer": 200},
+        {"route_id": "route_claimed"}),
+    Row("POST", "/riders/stops/{stop_id}/delivered", only(200, "volunteer"), {"stop_id": "stop_pending"},
+        body=lambda w: {"photo": {"media_id": "matrix-photo"}}),
+    Row("POST", "/riders/stops/{stop_id}/not-home", only(200, "volunteer"), {"stop_id": "stop_pending"},
+        body=lambda w: {"note": "敲门无人应答"}),
+    Row("GET", "/riders/alerts", everyone(200, unbound=409)),
+    Row("POST", "/riders/alerts/{alert_id}/close", only(200, "grid_other", "staff"), {"alert_id": "alert"},
+        body=lambda w: {"outcome": "已电话联系，老人平安"}),
+    Row("GET", "/riders/figures", only(200, "staff", "staff_other", "subdistrict")),  # each their own
 ]
 
 ROWS = [pytest.param(row, id=f"{row.method} {row.path}") for row in TABLE]

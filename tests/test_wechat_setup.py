@@ -112,7 +112,7 @@ async def test_menu_publishes_the_default_menu(fake: FakeWeChat, env: dict[str, 
     lines = run.stdout.strip().splitlines()
     assert lines[0] == "published the menu: 3 buttons"
     # the staff flows' menu keys make role menus too (tests/test_role_menus.py covers them)
-    assert lines[1].startswith("published 7 role menus: 红色代办员 (tag ")
+    assert lines[1].startswith("published 8 role menus: 先锋骑士 (tag ")
     assert fake.menu == {"button": DEFAULT_MENU}
     assert len([c for c in fake.calls if c.path == MENU_CREATE]) == 1
 
