@@ -641,10 +641,14 @@ async def _raise_alert(stop: RouteStop, route: Route, now: datetime) -> WelfareA
     at = when_text(alert.raised_at)
     staff, proxies = await alert_audience(resident.id, grid_id, community_id)
     key = f"riders:alert:{alert.id}:raised"
+    # outside WeChat's customer-service window the 'notice' template carries it instead
+    notice = {"keyword1": _clip(f"{resident.name}{where}{at}送餐时敲门无人应答。{said}", 180), "remark": HOW_TO_CLOSE}
     await push_text(staff, f"【安全提醒】独居老人{resident.name}{where}{at}送餐时敲门无人应答。{said}"
-                           f"请尽快电话联系或上门查看。{HOW_TO_CLOSE}", key, now, priority=Priority.REPLY)
+                           f"请尽快电话联系或上门查看。{HOW_TO_CLOSE}", key, now, priority=Priority.REPLY,
+                    notice={"first": "【安全提醒】独居老人送餐时不在家，请尽快联系或上门查看", **notice})
     await push_text(proxies, f"【安全提醒】您的家人{resident.name}{where}{at}送餐时敲门无人应答。{said}"
-                             f"请尽快联系TA。{HOW_TO_CLOSE}", f"{key}:family", now, priority=Priority.REPLY)
+                             f"请尽快联系TA。{HOW_TO_CLOSE}", f"{key}:family", now, priority=Priority.REPLY,
+                    notice={"first": "【安全提醒】您的家人送餐时不在家，请尽快联系TA", **notice})
     return alert
 
 
