@@ -2,7 +2,8 @@
 
 - ``build_routes`` (called at the end of the canteen's cut-off) turns the meal's charged delivery
   bookings into ``RouteStop`` rows, grouped into ``Route`` rows by building: neighbouring buildings
-  of one grid share a route while it stays within the community's ``max_stops``. Stops are in
+  of one grid share a route while it stays within the community's ``max_stops``, and a building
+  with more stops than that is cut into parts by walking order (named by units). Stops are in
   walking order (building, unit, floor, room) with the diet notes the rider must respect. The
   community's riders are told once per meal, and a route still open 30 minutes before its
   departure alerts the canteen's staff (the due action ``riders.unclaimed``).
@@ -226,28 +227,57 @@ class _Stop:
                 floor_of(self.resident.room), _natural(self.resident.room), self.booking.id)
 
 
-def _group(stops: list[_Stop], max_stops: int) -> list[list[_Stop]]:
-    """One group per building, by grid and building; a building joins the group before it when both
-    are of one grid and the group stays within max_stops (a building is never split)."""
+@dataclass
+class _Group:
+    labels: list[str]  # what it serves: 1号楼, or 1号楼2单元 for part of a building
+    stops: list[_Stop]
+
+
+def _parts(members: list[_Stop], max_stops: int) -> list[_Group]:
+    """A building's stops (in walking order) as one group, or, above max_stops, as the fewest
+    near-equal consecutive parts that fit, each named by the units it covers."""
+    name = members[0].building.name if members[0].building else "未登记楼栋"
+    if len(members) <= max_stops:
+        return [_Group([name], list(members))]
+    count = -(-len(members) // max_stops)
+    size = -(-len(members) // count)
+    parts: list[_Group] = []
+    for start in range(0, len(members), size):
+        chunk = members[start:start + size]
+        units = list(dict.fromkeys(s.resident.unit for s in chunk))
+        if all(units):
+            label = f"{name}{units[0]}单元" if len(units) == 1 else f"{name}{units[0]}-{units[-1]}单元"
+        else:
+            label = name
+        parts.append(_Group([label], chunk))
+    return parts
+
+
+def _group(stops: list[_Stop], max_stops: int) -> list[_Group]:
+    """One group per building, by grid and building (a building above max_stops in parts, in
+    walking order); a group joins the one before it when both are of one grid and the two stay
+    within max_stops."""
     by_building: dict[int, list[_Stop]] = {}
     for stop in sorted(stops, key=_Stop.order):
         by_building.setdefault(stop.building.id if stop.building else 0, []).append(stop)
-    groups: list[list[_Stop]] = []
+    groups: list[_Group] = []
     grid_of_last: int | None = None
     for members in by_building.values():
         building = members[0].building
         grid = cast(int, building.grid_id) if building else None  # type: ignore[attr-defined]
-        if groups and grid is not None and grid == grid_of_last and len(groups[-1]) + len(members) <= max_stops:
-            groups[-1].extend(members)
-        else:
-            groups.append(list(members))
-        grid_of_last = grid
+        for part in _parts(members, max_stops):
+            if groups and grid is not None and grid == grid_of_last and \
+                    len(groups[-1].stops) + len(part.stops) <= max_stops:
+                groups[-1].labels.extend(part.labels)
+                groups[-1].stops.extend(part.stops)
+            else:
+                groups.append(part)
+            grid_of_last = grid
     return groups
 
 
-def _route_name(group: list[_Stop]) -> str:
-    names = list(dict.fromkeys(s.building.name if s.building else "未登记楼栋" for s in group))
-    return _clip("、".join(names), NAME_MAX - 4)
+def _route_name(group: _Group) -> str:
+    return _clip("、".join(dict.fromkeys(group.labels)), NAME_MAX - 4)
 
 
 async def build_routes(menu_id: int, now: datetime) -> list[Route]:
@@ -281,7 +311,7 @@ async def build_routes(menu_id: int, now: datetime) -> list[Route]:
     return await Route.filter(menu_id=menu.id).order_by("position", "id")
 
 
-async def _make_route(menu: Menu, community_id: int, group: list[_Stop], depart_at: datetime,
+async def _make_route(menu: Menu, community_id: int, group: _Group, depart_at: datetime,
                       now: datetime) -> Route | None:
     """One route with its stops, in one transaction; None when a concurrent build took its bookings."""
     base = _route_name(group)
@@ -296,7 +326,7 @@ async def _make_route(menu: Menu, community_id: int, group: list[_Stop], depart_
             route = await Route.create(menu_id=menu.id, community_id=community_id, name=name,
                                        position=(last.position if last else 0) + 1, depart_at=depart_at,
                                        created_at=now)
-            for position, stop in enumerate(group, 1):
+            for position, stop in enumerate(group.stops, 1):
                 resident = stop.resident
                 await RouteStop.create(route_id=route.id, booking_id=stop.booking.id, resident_id=resident.id,
                                        position=position, building=stop.building.name if stop.building else "",

@@ -174,9 +174,24 @@ async def test_neighbouring_buildings_share_a_route_only_up_to_max_stops(w: dict
     dinner = await menu_of(w, "dinner")
     await deliver(w, dinner, ["甲大爷", "丁奶奶", "戊大爷", "己奶奶"])
     await run_cutoff(dinner.id, DINNER_CUTOFF)
-    # a building is never split, even above max_stops; grids are never merged
+    # two buildings of one grid share a route within max_stops
     assert [r.name for r in await Route.filter(menu_id=dinner.id).order_by("position")] == [
         "1号楼、2号楼", "4号楼、5号楼"]
+
+
+async def test_a_building_with_more_stops_than_max_stops_is_cut_by_units(w: dict[str, int]) -> None:
+    await rider_core.save_settings(w["mijia"], now=NOW, actor_id=w["周社工"], max_stops=2)
+    _, routes = await lunch_routes(w, ["甲大爷", "乙奶奶", "丙爷爷", "丁奶奶"])
+    # 1号楼's three stops in two parts in walking order; 2号楼 (same grid) joins the second part
+    assert [(r.name, [s[4] for s in await layout(r)]) for r in routes] == [
+        ("1号楼1单元", ["丙爷爷", "乙奶奶"]), ("1号楼2单元、2号楼", ["甲大爷", "丁奶奶"])]
+    # no rider carries more than max_stops meals
+    await rider_core.save_settings(w["mijia"], now=NOW, actor_id=w["周社工"], max_stops=1)
+    dinner = await menu_of(w, "dinner")
+    await deliver(w, dinner, ["甲大爷", "乙奶奶", "丙爷爷"])
+    await run_cutoff(dinner.id, DINNER_CUTOFF)
+    evening = await Route.filter(menu_id=dinner.id).order_by("position")
+    assert [r.name for r in evening] == ["1号楼1单元", "1号楼1单元（2）", "1号楼2单元"]
 
 
 async def test_lunch_and_dinner_have_their_own_routes_and_departures(w: dict[str, int]) -> None:
