@@ -33,8 +33,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.config import DatabaseConfig, ErrandsConfig
-from bot.db import close_db, init_db, upgrade
+from bench.throwaway import throwaway_db
+from bot.config import ErrandsConfig
 
 NOW = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
 
@@ -46,29 +46,6 @@ def jpeg(size: int, seed: int) -> bytes:
     return (head + body)[:size]
 
 
-async def _recreate_pg(url: str) -> None:
-    import asyncpg
-
-    base, _, name = url.rpartition("/")
-    admin = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1) + "/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def _drop_pg(url: str) -> None:
-    import asyncpg
-
-    base, _, name = url.rpartition("/")
-    admin = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1) + "/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float]]:
     from models import errand_docs
     from models.demo import load_demo
@@ -77,13 +54,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float]
     from models.places import Department
     from models.residents import Resident
 
-    url = args.pg_url or f"sqlite://{workdir / 'bench.sqlite3'}"
-    if args.pg_url:
-        await _recreate_pg(url)
-    database = DatabaseConfig(url=url)
-    await upgrade(database)
-    await init_db(database)
-    try:
+    async with throwaway_db(args.pg_url, workdir):
         errand_docs.configure(ErrandsConfig(documents_dir=str(workdir / "documents")))
         await load_demo(NOW)
         elder = await Resident.get(mobile="13904180032")
@@ -139,10 +110,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float]
         views = await DocumentView.all().count() - views_before
         assert views == args.rounds * args.opens, f"{views} views logged for {args.rounds * args.opens} opens"
         return [(kind, statistics.median(values)) for kind, values in times.items()]
-    finally:
-        await close_db()
-        if args.pg_url:
-            await _drop_pg(args.pg_url)
 
 
 def main(argv: list[str] | None = None) -> int:

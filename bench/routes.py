@@ -35,9 +35,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from bench.documents import _drop_pg, _recreate_pg
-from bot.config import DatabaseConfig
-from bot.db import close_db, init_db, upgrade
+from bench.throwaway import throwaway_db
 
 NOW = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)  # Thursday 09:00 in Shanghai
 FIRST_DAY = date(2026, 12, 4)
@@ -55,13 +53,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float]
     from models.residents import Mobility, Resident
     from models.riders import Route, RouteState, RouteStop
 
-    url = args.pg_url or f"sqlite://{workdir / 'bench.sqlite3'}"
-    if args.pg_url:
-        await _recreate_pg(url)
-    database = DatabaseConfig(url=url)
-    await upgrade(database)
-    await init_db(database)
-    try:
+    async with throwaway_db(args.pg_url, workdir):
         await load_demo(NOW)
         mijia = await Community.get(name="米家社区")
         canteen = await Canteen.get(community_id=mijia.id)
@@ -125,10 +117,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float]
             assert await balance(await points_of(rider.id, out)) == points
         print(f"{len(routes)} routes per meal of {args.bookings} bookings", file=sys.stderr)
         return [(kind, statistics.median(values)) for kind, values in times.items()]
-    finally:
-        await close_db()
-        if args.pg_url:
-            await _drop_pg(args.pg_url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,8 +32,8 @@ from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from models import cases, media
-from models.canteen import DIET_LABELS, Booking, BookingStatus, Diner, Menu, MenuState, Mode
-from models.canteen_booking import meal_label, staff_of
+from models.canteen import Booking, BookingStatus, Diner, Menu, MenuState, Mode
+from models.canteen_booking import diet_text, meal_label, staff_of
 from models.canteen_wallet import is_canteen_staff
 from models.errors import NotFound, UserFacingError
 from models.facts import verified_statuses
@@ -119,12 +119,8 @@ def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
 
 def diet_of(diner: Diner | None) -> str:
     """软食、低盐；过敏：花生 (empty when nothing)."""
-    if diner is None:
-        return ""
-    text = "、".join(DIET_LABELS[code] for code in diner.diet.split(",") if code in DIET_LABELS)
-    if diner.allergies:
-        text += ("；" if text else "") + f"过敏：{diner.allergies}"
-    return text[:DIET_MAX]
+    text = diet_text(diner)
+    return "" if text == "无" else text[:DIET_MAX]
 
 
 def _clip(text: str, limit: int) -> str:
