@@ -79,11 +79,7 @@ def _fit(head: str, items: list[tuple[Any, str]], prefix: str = "") -> Question:
     return choice(_clip(head, room), items)
 
 
-def address(stop: RouteStop) -> str:
-    """5号楼1单元201室."""
-    unit = f"{stop.unit}单元" if stop.unit else ""
-    room = f"{stop.room}室" if stop.room else ""
-    return f"{stop.building}{unit}{room}"
+address = core.stop_address  # 5号楼1单元201室
 
 
 async def _masked(resident_id: int) -> str:

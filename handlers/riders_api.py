@@ -36,7 +36,6 @@ from handlers.cases_api import PhotoIn
 from models import media, rider_figures
 from models import rider_core as core
 from models.canteen import MEAL_LABELS, Menu
-from models.canteen_wallet import is_canteen_staff
 from models.cases import local_today
 from models.errors import Forbidden
 from models.love_figures import is_community_staff
@@ -283,11 +282,6 @@ async def _rider(req: ApiRequest) -> Resident:
     return actor
 
 
-async def _is_staff(actor_id: int, route: Route, menu: Menu) -> bool:
-    """The canteen's staff (its own, its community's, its sub-district's) or the route's community staff."""
-    return await is_canteen_staff(actor_id, menu.canteen_id) or await is_community_staff(actor_id, route.community_id)
-
-
 def _counts(stops: list[RouteStop]) -> dict[str, int]:
     live = [s for s in stops if s.state != StopState.CANCELLED]
     return dict(stop_count=len(live), pending=sum(s.state == StopState.PENDING for s in live),
@@ -329,8 +323,7 @@ async def _summaries(routes: list[Route], actor: Resident, *, staff: bool = Fals
 async def _route_out(route_id: int, actor: Resident) -> RouteOut:
     """The route with its stops, as the caller may see it (NotFound when they may not)."""
     route = await core.get_route(route_id, actor.id)
-    menu = await Menu.get(id=route.menu_id)
-    staff = await _is_staff(actor.id, route, menu)
+    staff = await core.is_route_staff(route, actor.id)
     stops = await core.stops_of(route.id)
     names = await _names({s.resident_id for s in stops})
     summary = (await _summaries([route], actor, staff=staff))[0]

@@ -374,11 +374,22 @@ async def may_see_route(route: Route, viewer_id: int) -> bool:
         return True
     if route.state == RouteState.OPEN and await is_rider_of(viewer_id, route.community_id):
         return True
-    menu = await Menu.get(id=route.menu_id)
-    if await is_canteen_staff(viewer_id, menu.canteen_id):
+    return await is_route_staff(route, viewer_id)
+
+
+async def is_route_staff(route: Route, viewer_id: int) -> bool:
+    """The staff of the route's canteen (its community's and sub-district's staff included) or its
+    community's staff: they read diners' names in full."""
+    canteen_id = await Menu.filter(id=route.menu_id).first().values_list("canteen_id", flat=True)
+    if await is_canteen_staff(viewer_id, cast(int, canteen_id)):
         return True
     return await StaffRole.filter(resident_id=viewer_id, role=Role.COMMUNITY_STAFF, community_id=route.community_id,
                                   revoked_at=None).exists()
+
+
+async def _route_staff(canteen_id: int, community_id: int) -> list[int]:
+    """Who hears of a route going wrong: the canteen's staff, then the community's staff."""
+    return list(dict.fromkeys([*await staff_of(canteen_id), *await _community_staff(community_id)]))
 
 
 async def get_route(route_id: int, viewer_id: int) -> Route:
@@ -569,7 +580,7 @@ async def end_meal(menu_id: int, now: datetime) -> None:
     if not sum(counts):
         return
     menu = await Menu.get(id=menu_id)
-    people = list(dict.fromkeys([*await staff_of(menu.canteen_id), *await _community_staff(missed[0].community_id)]))
+    people = await _route_staff(menu.canteen_id, missed[0].community_id)
     names = "、".join(f"“{r.name}”" for r in missed)
     await push_text(people, f"【先锋骑士】{meal_label(menu)}已经结束，送餐路线{names}没有骑士认领，"
                             f"共{sum(counts)}户的餐没有送出，请联系这些老人。",
@@ -763,7 +774,7 @@ async def _unclaimed_due(target: str, now: datetime) -> None:
     stops = await stop_count(route.id)
     if not stops:
         return
-    people = list(dict.fromkeys([*await staff_of(route.menu.canteen_id), *await _community_staff(route.community_id)]))
+    people = await _route_staff(route.menu.canteen_id, route.community_id)
     await push_text(people, f"【先锋骑士】{meal_label(route.menu)}的送餐路线“{route.name}”（{stops}户，"
                             f"{hm(route.depart_at)}出发）还没有骑士认领。请联系骑士认领，或安排人手送餐。",
                     f"riders:route:{route.id}:v{route.version}:unclaimed", now)
